@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install, start and stop a single-node Apache Kafka broker (KRaft) from Maven Central jars.
+#   kafka.sh jars   resolve the broker jars into var/kafka/lib (quick when already there)
+#   kafka.sh start  format the data dir once, start the broker, wait until it answers
+#   kafka.sh stop   controlled shutdown (SIGTERM), then wait for the JVM to exit
+#   kafka.sh status
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+var=${IOP_VAR_DIR:-$root/var}
+lib=$var/kafka/lib
+data=${IOP_KAFKA_DATA_DIR:-$var/kafka/data}
+log=$var/kafka/broker.log
+pidfile=$var/kafka/broker.pid
+cluster_id=${IOP_KAFKA_CLUSTER_ID:-4L6g3nShT-eMCtK--X86sw}
+config=$var/kafka/server.properties
+heap=${IOP_KAFKA_HEAP:-512m}
+port=${IOP_KAFKA_PORT:-9092}
+controller_port=${IOP_KAFKA_CONTROLLER_PORT:-9093}
+python=${PYTHON:-$root/.venv/bin/python}
+jopts=(-Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+       -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+       -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$var/kafka")
+
+running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+
+jars() {
+  if [ -f "$lib/.resolved" ] && [ "$lib/.resolved" -nt "$here/pom.xml" ]; then return 0; fi
+  mkdir -p "$lib"
+  mvn -B -q -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$lib"
+  touch "$lib/.resolved"
+}
+
+start() {
+  if running; then echo "kafka: already running (pid $(cat "$pidfile"))"; return 0; fi
+  jars
+  mkdir -p "$data"
+  # The runtime config is the template plus where this checkout keeps its data.
+  { sed -e "s/:9092/:$port/g" -e "s/:9093/:$controller_port/g" "$here/server.properties"
+    echo "log.dirs=$data"; } >"$config"
+  # -g: formatting an already formatted directory is a no-op, so restarts keep their data.
+  java "${jopts[@]}" -cp "$lib/*" kafka.tools.StorageTool format --standalone -g -t "$cluster_id" -c "$config" \
+    >"$var/kafka/format.log" 2>&1 || { cat "$var/kafka/format.log"; exit 1; }
+  nohup java "${jopts[@]}" -cp "$lib/*" kafka.Kafka "$config" >"$log" 2>&1 &
+  echo $! >"$pidfile"
+  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port "$python" -m shared.events.admin wait --timeout 90 --pid "$(cat "$pidfile")" \
+    || { echo "kafka: not ready; last lines of $log:"; tail -n 30 "$log"; exit 1; }
+  echo "kafka: ready on 127.0.0.1:$port (pid $(cat "$pidfile"), log $log)"
+}
+
+stop() {
+  if ! running; then rm -f "$pidfile"; echo "kafka: not running"; return 0; fi
+  local pid; pid=$(cat "$pidfile")
+  kill -TERM "$pid"
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  rm -f "$pidfile"
+  echo "kafka: stopped"
+}
+
+case "${1:-}" in
+  jars) jars ;;
+  start) start ;;
+  stop) stop ;;
+  status) if running; then echo "kafka: running (pid $(cat "$pidfile"))"; else echo "kafka: stopped"; exit 1; fi ;;
+  *) echo "usage: $0 jars|start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""The event backbone: catalogue, CloudEvents envelope, outbox, relay, consumer runner, DLQ."""

@@ -1,0 +1,25 @@
+"""Kafka clients configured the way the contract needs them."""
+from __future__ import annotations
+
+from kafka import KafkaConsumer, KafkaProducer
+
+
+def producer(servers: str, **overrides: object) -> KafkaProducer:
+    """Idempotent, acks=all: a retried send never writes a record twice to the log."""
+    config: dict = dict(bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=1,
+                        max_in_flight_requests_per_connection=5, retries=2**31 - 1,
+                        request_timeout_ms=10000, delivery_timeout_ms=30000, reconnect_backoff_max_ms=1000)
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def consumer(servers: str, group: str, topics: list[str], **overrides: object) -> KafkaConsumer:
+    """Offsets are committed by the runner, only after each effect is stored."""
+    config: dict = dict(bootstrap_servers=servers, group_id=group, enable_auto_commit=False,
+                        auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=100,
+                        session_timeout_ms=10000, heartbeat_interval_ms=1000, reconnect_backoff_max_ms=1000,
+                        client_id=f"{group}-consumer")
+    config.update(overrides)
+    c = KafkaConsumer(**config)
+    c.subscribe(topics)
+    return c

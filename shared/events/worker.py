@@ -1,0 +1,88 @@
+"""A service's worker process: the outbox relay, its consumers and its clock-driven jobs."""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kafka.errors import NoBrokersAvailable
+
+from shared.config import Settings
+from shared.events import kafka
+from shared.events.consumer import ConsumerRunner, Handler, RunnerConfig
+from shared.events.relay import OutboxRelay
+from shared.fhir.store import SQLiteStore
+from shared.logs import configure, get_logger
+
+log = get_logger("iop.worker")
+
+
+@dataclass
+class WorkerSpec:
+    settings: Settings
+    store: SQLiteStore
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    topics: list[str] = field(default_factory=list)
+    jobs: list[tuple[float, Callable[[], None]]] = field(default_factory=list)  # (every seconds, job)
+
+    @property
+    def group(self) -> str:
+        return f"iop-{self.settings.service}"
+
+
+def _connect(make: Callable, stop: threading.Event, what: str):
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return make()
+        except NoBrokersAvailable:
+            log.warning("kafka not reachable yet", client=what, retry_s=delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 5.0)
+    return None
+
+
+def _run_jobs(jobs: list[tuple[float, Callable[[], None]]], stop: threading.Event) -> None:
+    due = {i: 0.0 for i in range(len(jobs))}
+    while not stop.is_set():
+        for i, (every, job) in enumerate(jobs):
+            if time.monotonic() >= due[i]:
+                try:
+                    job()
+                except Exception:  # noqa: BLE001 - a job failure must not stop the worker
+                    log.error("job failed", exc_info=True, job=getattr(job, "__name__", "job"))
+                due[i] = time.monotonic() + every
+        stop.wait(0.5)
+
+
+def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
+    """Blocks until SIGTERM/SIGINT (or `stop`): finishes the record in hand, commits, leaves the group."""
+    s = spec.settings
+    configure(s.log_level, s.service)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    producer = _connect(lambda: kafka.producer(s.kafka_bootstrap), stop, "producer")
+    if producer is None:
+        return
+    threads = [threading.Thread(target=OutboxRelay(spec.store, producer, s.relay_poll_ms).run, args=(stop,),
+                                name="relay", daemon=True)]
+    if spec.jobs:
+        threads.append(threading.Thread(target=_run_jobs, args=(spec.jobs, stop), name="jobs", daemon=True))
+    for t in threads:
+        t.start()
+    log.info("worker started", group=spec.group)
+    if spec.handlers:
+        consumer = _connect(lambda: kafka.consumer(s.kafka_bootstrap, spec.group, spec.topics), stop, "consumer")
+        if consumer is not None:
+            config = RunnerConfig(spec.group, spec.handlers, spec.topics, s.consumer_max_attempts,
+                                  s.consumer_backoff_ms)
+            ConsumerRunner(spec.store, consumer, producer, config).run(stop)
+    stop.wait()
+    for t in threads:
+        t.join(timeout=35)
+    producer.close(timeout=10)
+    log.info("worker stopped", group=spec.group)

@@ -1,0 +1,53 @@
+"""Bundles the server returns: searchset, history, and the links that page through them."""
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from shared.fhir.store import Page, Stored
+from shared.fhir.util import now_instant
+
+
+def full_url(base: str, stored: Stored) -> str:
+    return f"{base}/{stored.type}/{stored.id}"
+
+
+def page_links(url: str, params: list[tuple[str, str]], total: int, count: int, offset: int) -> list[dict]:
+    def link(relation: str, at: int) -> dict[str, str]:
+        query = [*params, ("_count", str(count))] + ([("_offset", str(at))] if at else [])
+        return {"relation": relation, "url": f"{url}?{urlencode(query)}"}
+
+    links = [link("self", offset)]
+    if offset + count < total:
+        links.append(link("next", offset + count))
+    if offset > 0:
+        links.append(link("previous", max(0, offset - count)))
+    return links
+
+
+def searchset(base: str, url: str, params: list[tuple[str, str]], page: Page, count: int, offset: int,
+              included: list[Stored] = ()) -> dict[str, Any]:
+    entries = [{"fullUrl": full_url(base, s), "resource": s.resource, "search": {"mode": "match"}}
+               for s in page.items]
+    entries += [{"fullUrl": full_url(base, s), "resource": s.resource, "search": {"mode": "include"}}
+                for s in included]
+    return {"resourceType": "Bundle", "type": "searchset", "timestamp": now_instant(), "total": page.total,
+            "link": page_links(url, params, page.total, count, offset), "entry": entries}
+
+
+def history_entry(base: str, s: Stored) -> dict[str, Any]:
+    status = {"POST": "201 Created", "PUT": "200 OK", "DELETE": "204 No Content"}[s.method]
+    entry: dict[str, Any] = {
+        "fullUrl": full_url(base, s),
+        "request": {"method": s.method, "url": s.type if s.method == "POST" else f"{s.type}/{s.id}"},
+        "response": {"status": status, "etag": s.etag, "lastModified": s.last_updated},
+    }
+    if not s.deleted:
+        entry["resource"] = s.resource
+    return entry
+
+
+def history(base: str, url: str, page: Page, count: int, offset: int, params: list[tuple[str, str]]) -> dict:
+    return {"resourceType": "Bundle", "type": "history", "timestamp": now_instant(), "total": page.total,
+            "link": page_links(url, params, page.total, count, offset),
+            "entry": [history_entry(base, s) for s in page.items]}

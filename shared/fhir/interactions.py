@@ -1,0 +1,130 @@
+"""The FHIR RESTful interactions, independent of Flask: each returns a Response value."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from shared.fhir import bundles
+from shared.fhir.outcome import FhirError, Issue
+from shared.fhir.query import parse_query
+from shared.fhir.registry import Registry, Repository
+from shared.fhir.store import Store, Stored, Transaction
+from shared.fhir.validation import check_id
+
+
+@dataclass
+class Response:
+    status: int
+    body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    stored: Stored | None = None
+
+
+def parse_etag(raw: str | None) -> int | None:
+    if raw is None:
+        return None
+    value = raw.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise FhirError.single(400, 'If-Match must be a weak ETag such as W/"3"', code="invalid")
+    return int(value)
+
+
+def resource_response(base: str, stored: Stored, status: int) -> Response:
+    headers = {"ETag": stored.etag, "Last-Modified": stored.last_updated,
+               "Location": f"{base}/{stored.type}/{stored.id}/_history/{stored.version}"}
+    if status == 200:
+        headers.pop("Location")
+    return Response(status, stored.resource, headers, stored)
+
+
+class FhirApi:
+    def __init__(self, store: Store, registry: Registry, base: str) -> None:
+        self.store, self.registry, self.base = store, registry, base
+        self.repo = Repository(registry)
+
+    # -- read side -------------------------------------------------------------------------
+    def read(self, rtype: str, rid: str) -> Response:
+        self.registry.get(rtype)
+        check_id(rid)
+        stored = self.store.read(rtype, rid)
+        if stored is None:
+            raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
+        if stored.deleted:
+            raise FhirError.single(410, f"{rtype}/{rid} was deleted", code="deleted")
+        return resource_response(self.base, stored, 200)
+
+    def vread(self, rtype: str, rid: str, vid: str) -> Response:
+        self.registry.get(rtype)
+        check_id(rid)
+        stored = self.store.vread(rtype, rid, int(vid)) if vid.isdigit() else None
+        if stored is None:
+            raise FhirError.single(404, f"{rtype}/{rid} has no version {vid}", code="not-found")
+        if stored.deleted:
+            raise FhirError.single(410, f"{rtype}/{rid} version {vid} is a deletion", code="deleted")
+        return resource_response(self.base, stored, 200)
+
+    def search(self, rtype: str, items: list[tuple[str, str]], strict: bool) -> Response:
+        rdef = self.registry.get(rtype)
+        q = parse_query(rdef, items, strict)
+        page = self.store.search(rtype, q.where, q.order, q.count, q.offset)
+        return Response(200, bundles.searchset(self.base, f"{self.base}/{rtype}", q.used, page, q.count, q.offset))
+
+    def history(self, rtype: str | None, rid: str | None, items: list[tuple[str, str]]) -> Response:
+        if rtype:
+            self.registry.get(rtype)
+        if rid:
+            check_id(rid)
+        args = dict(items)
+        count = min(int(args.get("_count", "50")), 1000) if args.get("_count", "50").isdigit() else 50
+        offset = int(args["_offset"]) if args.get("_offset", "").isdigit() else 0
+        page = self.store.history(rtype, rid, args.get("_since"), count, offset)
+        url = "/".join(p for p in (self.base, rtype, rid, "_history") if p)
+        used = [("_since", args["_since"])] if "_since" in args else []
+        return Response(200, bundles.history(self.base, url, page, count, offset, used))
+
+    def find(self, rtype: str, criteria: str) -> list[Stored]:
+        """Resources matching a conditional query string such as `identifier=sys|val`."""
+        rdef = self.registry.get(rtype)
+        q = parse_query(rdef, parse_qsl(criteria, keep_blank_values=True), strict=True)
+        if not q.where:
+            raise FhirError.single(412, "a conditional request needs at least one search criterion",
+                                   code="invalid")
+        return self.store.search(rtype, q.where, q.order, 2, 0).items
+
+    # -- write side ------------------------------------------------------------------------
+    def create(self, tx: Transaction, resource: dict, if_none_exist: str | None = None) -> Response:
+        rtype = resource.get("resourceType", "")
+        if self.registry.get(rtype).read_only:
+            raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        if if_none_exist:
+            matches = self.find(rtype, if_none_exist)
+            if len(matches) > 1:
+                raise FhirError.single(412, "If-None-Exist matched more than one resource", code="duplicate")
+            if matches:
+                return resource_response(self.base, matches[0], 200)
+        stored = self.repo.create(tx, {k: v for k, v in resource.items() if k != "id"})
+        return resource_response(self.base, stored, 201)
+
+    def update(self, tx: Transaction, rtype: str, rid: str, resource: dict, if_match: str | None) -> Response:
+        if self.registry.get(rtype).read_only:
+            raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        check_id(rid)
+        if resource.get("id") is None:
+            raise FhirError.single(400, "the resource in an update must carry its id", code="required",
+                                   expression=f"{rtype}.id")
+        existed = tx.read(rtype, rid)
+        stored = self.repo.update(tx, rtype, rid, resource, parse_etag(if_match))
+        return resource_response(self.base, stored, 200 if existed else 201)
+
+    def delete(self, tx: Transaction, rtype: str, rid: str) -> Response:
+        if self.registry.get(rtype).read_only:
+            raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        check_id(rid)
+        self.repo.delete(tx, rtype, rid)
+        return Response(204)
+
+
+def not_found_operation(name: str) -> FhirError:
+    return FhirError(404,
+                     [Issue(f"operation ${name} is not supported here", code="not-supported")])

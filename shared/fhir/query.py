@@ -1,0 +1,78 @@
+"""From a search request's parameters to store conditions, order and paging."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.fhir.outcome import FhirError, Issue
+from shared.fhir.registry import ResourceDef
+from shared.fhir.search import condition, date_bounds, date_sql
+
+MAX_COUNT = 1000
+DEFAULT_COUNT = 50
+CONTROL = {"_count", "_offset", "_sort", "_format", "_pretty", "_summary", "_total", "_elements"}
+
+
+@dataclass
+class Query:
+    where: list[tuple[str, list]] = field(default_factory=list)
+    used: list[tuple[str, str]] = field(default_factory=list)  # what the self link repeats
+    order: str = "r.created_seq"
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+
+
+def _int_param(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise FhirError(400, [Issue(f"{name} must be an integer", expression=name)]) from None
+    if not low <= value:
+        raise FhirError(400, [Issue(f"{name} must be at least {low}", expression=name)])
+    return min(value, high)
+
+
+def _sort_clause(rdef: ResourceDef, raw: str) -> str:
+    keys = []
+    for key in raw.split(","):
+        descending = key.startswith("-")
+        name = key.lstrip("-")
+        direction = "DESC" if descending else "ASC"
+        if name == "_lastUpdated":
+            keys.append(f"r.last_updated {direction}")
+        elif (p := rdef.param(name)) is not None and p.kind == "date":
+            keys.append(f"(SELECT min(s.date_lo) FROM search_index s WHERE s.type=r.type AND s.id=r.id "
+                        f"AND s.param='{p.name}') {direction}")
+        else:
+            raise FhirError(400, [Issue(f"_sort on {name} is not supported; use _lastUpdated or a date "
+                                        f"parameter", code="not-supported", expression="_sort")])
+    return ", ".join([*keys, "r.created_seq ASC"])
+
+
+def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -> Query:
+    q = Query()
+    for key, raw in items:
+        name, _, modifier = key.partition(":")
+        if name == "_count":
+            q.count = _int_param("_count", raw, 0, MAX_COUNT)
+        elif name == "_offset":
+            q.offset = _int_param("_offset", raw, 0, 10**9)
+        elif name == "_sort":
+            q.order = _sort_clause(rdef, raw)
+            q.used.append((key, raw))
+        elif name in CONTROL:
+            continue
+        elif name == "_id":
+            ids = raw.split(",")
+            q.where.append(("r.id IN (" + ",".join("?" * len(ids)) + ")", ids))
+            q.used.append((key, raw))
+        elif name == "_lastUpdated":
+            prefix, lo, hi = date_bounds(name, raw)
+            q.where.append(date_sql(prefix, lo, hi, "r.last_updated", "r.last_updated"))
+            q.used.append((key, raw))
+        elif (param := rdef.param(name)) is not None:
+            q.where.append(condition(param, modifier, raw))
+            q.used.append((key, raw))
+        elif strict:
+            raise FhirError(400, [Issue(f"unknown search parameter {name} for {rdef.type}", code="not-supported",
+                                        expression=name)])
+    return q

@@ -1,0 +1,118 @@
+"""What a service serves: its resource types, their search parameters, hooks and operations.
+
+The Repository is the one path by which a resource is written, from the REST API and from
+event handlers alike: validate, apply the type's rules, index, store, then let the type's
+hooks add the events that the change causes, all inside the caller's transaction.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.fhir.outcome import FhirError
+from shared.fhir.search import SearchParam, index_rows
+from shared.fhir.store import Stored, Transaction
+from shared.fhir.validation import validate_resource
+
+# before_write(tx, new_resource, previous_or_None) may raise FhirError (409, 422) to refuse a change.
+BeforeWrite = Callable[[Transaction, dict, Stored | None], None]
+# after_write(tx, stored, previous_or_None) adds outbox events or derived writes.
+AfterWrite = Callable[[Transaction, Stored, Stored | None], None]
+
+COMMON_PARAMS = [SearchParam("_id", "token", "id", "logical id"),
+                 SearchParam("_lastUpdated", "date", "meta.lastUpdated", "when the resource last changed")]
+
+
+@dataclass
+class ResourceDef:
+    type: str
+    params: list[SearchParam] = field(default_factory=list)
+    read_only: bool = False
+    before_write: list[BeforeWrite] = field(default_factory=list)
+    after_write: list[AfterWrite] = field(default_factory=list)
+    doc: str = ""
+
+    def param(self, name: str) -> SearchParam | None:
+        return next((p for p in (*COMMON_PARAMS, *self.params) if p.name == name), None)
+
+    @property
+    def all_params(self) -> list[SearchParam]:
+        return [*COMMON_PARAMS, *self.params]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A FHIR operation such as CarePlan/{id}/$graduate; handler(request_context) -> (status, body)."""
+
+    name: str
+    type: str | None
+    instance: bool
+    handler: Callable[..., tuple[int, dict]]
+    doc: str = ""
+    method: str = "POST"
+
+
+class Registry:
+    def __init__(self, service: str) -> None:
+        self.service = service
+        self.types: dict[str, ResourceDef] = {}
+        self.operations: dict[tuple[str | None, bool, str], Operation] = {}
+
+    def add(self, rdef: ResourceDef) -> ResourceDef:
+        self.types[rdef.type] = rdef
+        return rdef
+
+    def add_operation(self, op: Operation) -> None:
+        self.operations[(op.type, op.instance, op.name)] = op
+
+    def get(self, rtype: str) -> ResourceDef:
+        rdef = self.types.get(rtype)
+        if rdef is None:
+            raise FhirError.single(404, f"resource type {rtype} is not served by the {self.service} service",
+                                   code="not-supported")
+        return rdef
+
+
+class Repository:
+    """Writes resources of a registry through validation, rules, index and hooks."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def create(self, tx: Transaction, resource: dict[str, Any], rid: str | None = None,
+               validated: bool = False) -> Stored:
+        rdef = self.registry.get(resource.get("resourceType", ""))
+        if not validated:
+            validate_resource(resource, rdef.type)
+        return self._write(tx, rdef, rid or str(uuid.uuid4()), resource, None, expected_version=0)
+
+    def update(self, tx: Transaction, rtype: str, rid: str, resource: dict[str, Any],
+               expected_version: int | None = None, validated: bool = False) -> Stored:
+        rdef = self.registry.get(rtype)
+        if not validated:
+            validate_resource(resource, rtype)
+        if resource.get("id") not in (None, rid):
+            raise FhirError.single(400, f"the resource id does not match the id in the URL ({rid})",
+                                   code="invalid", expression=f"{rtype}.id")
+        previous = tx.read(rtype, rid)
+        return self._write(tx, rdef, rid, resource, previous, expected_version)
+
+    def _write(self, tx: Transaction, rdef: ResourceDef, rid: str, resource: dict, previous: Stored | None,
+               expected_version: int | None) -> Stored:
+        live_previous = previous if previous and not previous.deleted else None
+        for rule in rdef.before_write:
+            rule(tx, resource, live_previous)
+        body = {k: v for k, v in resource.items() if k != "meta"}
+        if resource.get("meta"):
+            body["meta"] = {k: v for k, v in resource["meta"].items() if k not in ("versionId", "lastUpdated")}
+        stored = tx.write(rdef.type, rid, body, [], expected_version)
+        tx.write_index(rdef.type, rid, index_rows(stored.resource, rdef.params))
+        for hook in rdef.after_write:
+            hook(tx, stored, live_previous)
+        return stored
+
+    def delete(self, tx: Transaction, rtype: str, rid: str) -> Stored | None:
+        self.registry.get(rtype)
+        return tx.delete(rtype, rid)

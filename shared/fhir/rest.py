@@ -1,0 +1,170 @@
+"""The FHIR REST endpoints under /fhir, mounted by every service for the types it registers."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Flask, Response as FlaskResponse, request
+
+from shared.fhir.capability import capability_statement
+from shared.fhir.interactions import FhirApi, Response, not_found_operation
+from shared.fhir.outcome import FhirError, informational, operation_outcome
+from shared.fhir.transaction import BundleProcessor
+from shared.fhir.validation import check_id, parse_json, validate_resource
+
+FHIR_JSON = "application/fhir+json"
+ACCEPTED_MEDIA = {"application/fhir+json", "application/json", "application/json+fhir"}
+
+
+def fhir_response(status: int, body: dict | None = None, headers: dict[str, str] | None = None) -> FlaskResponse:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
+    resp = FlaskResponse(text, status=status, mimetype=FHIR_JSON)
+    resp.headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def error_response(exc: FhirError) -> FlaskResponse:
+    return fhir_response(exc.status, operation_outcome(exc.issues), exc.headers)
+
+
+def read_body() -> dict[str, Any]:
+    if request.mimetype not in ACCEPTED_MEDIA:
+        raise FhirError.single(415, f"send {FHIR_JSON} (or application/json), not {request.mimetype or 'nothing'}",
+                               code="not-supported")
+    return parse_json(request.get_data(cache=True))
+
+
+def prefer(name: str) -> str | None:
+    for part in request.headers.get("Prefer", "").split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip('"')
+    return None
+
+
+def shaped(resp: Response) -> FlaskResponse:
+    """Honour Prefer: return=minimal | representation | OperationOutcome on writes."""
+    wanted = prefer("return")
+    if wanted == "minimal":
+        return fhir_response(resp.status, None, resp.headers)
+    if wanted == "OperationOutcome":
+        return fhir_response(resp.status, informational(f"done: {resp.status}"), resp.headers)
+    return fhir_response(resp.status, resp.body, resp.headers)
+
+
+def search_items() -> list[tuple[str, str]]:
+    items = list(request.args.items(multi=True))
+    if request.method == "POST":
+        items += list(request.form.items(multi=True))
+    return items
+
+
+class FhirEndpoints:
+    def __init__(self, api: FhirApi, software_version: str, security: dict | None = None) -> None:
+        self.api = api
+        self.bundles = BundleProcessor(api)
+        self.software_version = software_version
+        self.security = security
+
+    def metadata(self) -> FlaskResponse:
+        return fhir_response(200, capability_statement(self.api.registry, self.api.base, self.software_version,
+                                                       self.security))
+
+    def idempotent(self, scope: str, key: str | None, work: Any) -> FlaskResponse:
+        """Run `work(tx) -> Response` once per key; a repeat returns the first answer, stores nothing."""
+        with self.api.store.transaction() as tx:
+            if key and (seen := tx.recall(scope, key)) is not None:
+                return fhir_response(seen["status"], seen["body"], seen["headers"])
+            resp = work(tx)
+            if key:
+                tx.remember(scope, key, {"status": resp.status, "body": resp.body, "headers": resp.headers})
+        return shaped(resp)
+
+    def system(self) -> FlaskResponse:
+        bundle = read_body()
+        if bundle.get("resourceType") != "Bundle":
+            raise FhirError.single(422, "the service base accepts a Bundle", code="invalid",
+                                   expression="Bundle.resourceType")
+        ident = bundle.get("identifier") or {}
+        key = request.headers.get("Idempotency-Key") or (
+            f"{ident.get('system', '')}|{ident['value']}" if ident.get("value") else None)
+        return self.idempotent("bundle", key, lambda tx: Response(200, self.bundles.process(tx, bundle)))
+
+    def type_level(self, rtype: str) -> FlaskResponse:
+        if rtype.startswith("$"):
+            return self.operation(None, None, rtype[1:])
+        if request.method == "GET":
+            return fhir_response(200, self.api.search(rtype, search_items(), prefer("handling") == "strict").body)
+        resource = read_body()
+        validate_resource(resource, rtype)
+        key = request.headers.get("Idempotency-Key")
+        return self.idempotent(f"create:{rtype}", key,
+                               lambda tx: self.api.create(tx, resource, request.headers.get("If-None-Exist")))
+
+    def instance(self, rtype: str, rid: str) -> FlaskResponse:
+        if rid.startswith("$"):
+            return self.operation(rtype, None, rid[1:])
+        if request.method == "GET":
+            return shaped(self.api.read(rtype, rid))
+        if request.method == "POST":
+            raise FhirError.single(405, "POST a new resource to the type, not to an instance", code="not-supported")
+        if request.method == "DELETE":
+            with self.api.store.transaction() as tx:
+                return shaped(self.api.delete(tx, rtype, rid))
+        resource = read_body()
+        validate_resource(resource, rtype)
+        with self.api.store.transaction() as tx:
+            resp = self.api.update(tx, rtype, rid, resource, request.headers.get("If-Match"))
+        return shaped(resp)
+
+    def instance_operation(self, rtype: str, rid: str, op: str) -> FlaskResponse:
+        check_id(rid)
+        if not op.startswith("$"):
+            raise FhirError.single(404, f"no endpoint {rtype}/{{id}}/{op}", code="not-found")
+        return self.operation(rtype, rid, op[1:])
+
+    def operation(self, rtype: str | None, rid: str | None, name: str) -> FlaskResponse:
+        if rtype is not None:
+            self.api.registry.get(rtype)
+        op = self.api.registry.operations.get((rtype, rid is not None, name))
+        if op is None:
+            raise not_found_operation(name)
+        body = read_body() if request.method == "POST" and request.content_length else None
+        status, out = op.handler(api=self.api, rtype=rtype, rid=rid, body=body, args=search_items(),
+                                 headers=dict(request.headers))
+        return fhir_response(status, out)
+
+    def validate_op(self, rtype: str) -> FlaskResponse:
+        body = read_body()
+        if body.get("resourceType") == "Parameters":
+            body = next((p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"), {})
+        try:
+            validate_resource(body, rtype)
+        except FhirError as exc:
+            return fhir_response(200, operation_outcome(exc.issues))
+        return fhir_response(200, informational(f"the {rtype} is valid"))
+
+
+def mount_fhir(app: Flask, endpoints: FhirEndpoints) -> None:
+    bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+    e, api = endpoints, endpoints.api
+    bp.add_url_rule("/metadata", "metadata", e.metadata, methods=["GET"])
+    bp.add_url_rule("", "system", e.system, methods=["POST"], strict_slashes=False)
+    bp.add_url_rule("/_history", "system_history",
+                    lambda: fhir_response(200, api.history(None, None, search_items()).body), methods=["GET"])
+    bp.add_url_rule("/<rtype>", "type", e.type_level, methods=["GET", "POST"])
+    bp.add_url_rule("/<rtype>/_search", "search_post", lambda rtype: fhir_response(
+        200, api.search(rtype, search_items(), prefer("handling") == "strict").body), methods=["POST"])
+    bp.add_url_rule("/<rtype>/_history", "type_history",
+                    lambda rtype: fhir_response(200, api.history(rtype, None, search_items()).body), methods=["GET"])
+    bp.add_url_rule("/<rtype>/$validate", "validate", e.validate_op, methods=["POST"])
+    bp.add_url_rule("/<rtype>/<rid>", "instance", e.instance, methods=["GET", "PUT", "DELETE", "POST"])
+    bp.add_url_rule("/<rtype>/<rid>/_history", "instance_history",
+                    lambda rtype, rid: fhir_response(200, api.history(rtype, rid, search_items()).body),
+                    methods=["GET"])
+    bp.add_url_rule("/<rtype>/<rid>/_history/<vid>", "vread",
+                    lambda rtype, rid, vid: shaped(api.vread(rtype, rid, vid)), methods=["GET"])
+    bp.add_url_rule("/<rtype>/<rid>/<op>", "instance_op", e.instance_operation, methods=["GET", "POST"])
+    app.register_blueprint(bp)

@@ -1,0 +1,305 @@
+"""Versioned FHIR resource store: the narrow interface and its SQLite implementation.
+
+One transaction covers resource writes, their search index rows, outbox events, the
+`ce_id`s a consumer has applied and idempotency records, so that a resource change and the
+events it causes commit together (transactional outbox) and a consumer's effect and its
+dedupe mark commit together (exactly-once effect). A PostgreSQL adapter implements the
+same two classes and passes the same contract tests (tests/integration/test_store_contract.py).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from shared.fhir.outcome import FhirError
+from shared.fhir.util import now_instant
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS resource (
+  type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL,
+  deleted INTEGER NOT NULL DEFAULT 0, created_seq INTEGER NOT NULL, json TEXT NOT NULL,
+  PRIMARY KEY (type, id));
+CREATE TABLE IF NOT EXISTS history (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+  last_updated TEXT NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json TEXT NOT NULL,
+  UNIQUE (type, id, version));
+CREATE TABLE IF NOT EXISTS search_index (
+  type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT, value TEXT,
+  date_lo TEXT, date_hi TEXT);
+CREATE INDEX IF NOT EXISTS search_by_value ON search_index (type, param, value);
+CREATE INDEX IF NOT EXISTS search_by_resource ON search_index (type, id);
+CREATE TABLE IF NOT EXISTS outbox (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key TEXT NOT NULL, headers TEXT NOT NULL,
+  value TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT);
+CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
+CREATE TABLE IF NOT EXISTS applied_event (
+  consumer TEXT NOT NULL, ce_id TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (consumer, ce_id));
+CREATE TABLE IF NOT EXISTS idempotency (
+  scope TEXT NOT NULL, key TEXT NOT NULL, response TEXT NOT NULL, PRIMARY KEY (scope, key));
+CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One version of a resource as the store holds it."""
+
+    type: str
+    id: str
+    version: int
+    last_updated: str
+    deleted: bool
+    resource: dict[str, Any]
+    method: str = "PUT"
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    param: str
+    system: str | None = None
+    value: str | None = None
+    date_lo: str | None = None
+    date_hi: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    topic: str
+    key: str
+    headers: list[tuple[str, str]]
+    value: str
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int
+    items: list[Stored]
+
+
+class Transaction(Protocol):
+    def read(self, rtype: str, rid: str) -> Stored | None: ...
+    def write(self, rtype: str, rid: str, resource: dict, index: list[IndexRow],
+              expected_version: int | None = None) -> Stored: ...
+    def delete(self, rtype: str, rid: str) -> Stored | None: ...
+    def write_index(self, rtype: str, rid: str, index: list[IndexRow]) -> None: ...
+    def add_event(self, event: OutboxEvent) -> None: ...
+    def mark_applied(self, consumer: str, ce_id: str) -> bool: ...
+    def remember(self, scope: str, key: str, response: dict) -> None: ...
+    def recall(self, scope: str, key: str) -> dict | None: ...
+    def find_ids(self, rtype: str, param: str, system: str | None, value: str) -> list[str]: ...
+    def put_value(self, name: str, value: str) -> None: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> Iterator[Transaction]: ...
+    def read(self, rtype: str, rid: str) -> Stored | None: ...
+    def vread(self, rtype: str, rid: str, version: int) -> Stored | None: ...
+    def history(self, rtype: str | None, rid: str | None, since: str | None, count: int, offset: int) -> Page: ...
+    def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int) -> Page: ...
+    def unsent_events(self, limit: int) -> list[OutboxEvent]: ...
+    def mark_sent(self, seqs: list[int]) -> None: ...
+    def get_value(self, name: str) -> str | None: ...
+    def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]: ...
+    def data_version(self) -> int: ...
+    def ping(self) -> None: ...
+
+
+def _row_to_stored(row: sqlite3.Row, method: str = "PUT") -> Stored:
+    return Stored(row["type"], row["id"], row["version"], row["last_updated"], bool(row["deleted"]),
+                  json.loads(row["json"]), method)
+
+
+class SQLiteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        row = self.conn.execute("SELECT * FROM resource WHERE type=? AND id=?", (rtype, rid)).fetchone()
+        return _row_to_stored(row) if row else None
+
+    def write(self, rtype: str, rid: str, resource: dict, index: list[IndexRow],
+              expected_version: int | None = None) -> Stored:
+        current = self.read(rtype, rid)
+        current_version = current.version if current else 0
+        if expected_version is not None and expected_version != current_version:
+            raise FhirError.single(412, f"version conflict: {rtype}/{rid} is at version {current_version}, "
+                                        f"not {expected_version}", code="conflict")
+        version, now = current_version + 1, now_instant()
+        body = dict(resource, id=rid)
+        body["meta"] = dict(resource.get("meta") or {}, versionId=str(version), lastUpdated=now)
+        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        method = "POST" if current is None else "PUT"
+        cur = self.conn.execute(
+            "INSERT INTO history (type, id, version, last_updated, deleted, method, json) VALUES (?,?,?,?,0,?,?)",
+            (rtype, rid, version, now, method, text))
+        self.conn.execute(
+            "INSERT INTO resource (type, id, version, last_updated, deleted, created_seq, json) VALUES (?,?,?,?,0,?,?)"
+            " ON CONFLICT (type, id) DO UPDATE SET version=excluded.version, last_updated=excluded.last_updated,"
+            " deleted=0, json=excluded.json", (rtype, rid, version, now, cur.lastrowid, text))
+        self.write_index(rtype, rid, index)
+        return Stored(rtype, rid, version, now, False, body, method)
+
+    def delete(self, rtype: str, rid: str) -> Stored | None:
+        current = self.read(rtype, rid)
+        if current is None or current.deleted:
+            return current
+        version, now = current.version + 1, now_instant()
+        text = json.dumps(current.resource, separators=(",", ":"), ensure_ascii=False)
+        self.conn.execute("INSERT INTO history (type, id, version, last_updated, deleted, method, json)"
+                          " VALUES (?,?,?,?,1,'DELETE',?)", (rtype, rid, version, now, text))
+        self.conn.execute("UPDATE resource SET version=?, last_updated=?, deleted=1 WHERE type=? AND id=?",
+                          (version, now, rtype, rid))
+        self.write_index(rtype, rid, [])
+        return Stored(rtype, rid, version, now, True, current.resource, "DELETE")
+
+    def write_index(self, rtype: str, rid: str, index: list[IndexRow]) -> None:
+        self.conn.execute("DELETE FROM search_index WHERE type=? AND id=?", (rtype, rid))
+        self.conn.executemany(
+            "INSERT INTO search_index (type, id, param, system, value, date_lo, date_hi) VALUES (?,?,?,?,?,?,?)",
+            [(rtype, rid, r.param, r.system, r.value, r.date_lo, r.date_hi) for r in index])
+
+    def add_event(self, event: OutboxEvent) -> None:
+        self.conn.execute("INSERT INTO outbox (topic, key, headers, value, created_at) VALUES (?,?,?,?,?)",
+                          (event.topic, event.key, json.dumps(event.headers), event.value, now_instant()))
+
+    def mark_applied(self, consumer: str, ce_id: str) -> bool:
+        """Record that `consumer` applied event `ce_id`; False when it already had."""
+        cur = self.conn.execute("INSERT OR IGNORE INTO applied_event (consumer, ce_id, applied_at) VALUES (?,?,?)",
+                                (consumer, ce_id, now_instant()))
+        return cur.rowcount == 1
+
+    def remember(self, scope: str, key: str, response: dict) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO idempotency (scope, key, response) VALUES (?,?,?)",
+                          (scope, key, json.dumps(response)))
+
+    def recall(self, scope: str, key: str) -> dict | None:
+        row = self.conn.execute("SELECT response FROM idempotency WHERE scope=? AND key=?", (scope, key)).fetchone()
+        return json.loads(row["response"]) if row else None
+
+    def find_ids(self, rtype: str, param: str, system: str | None, value: str) -> list[str]:
+        sql = "SELECT DISTINCT s.id FROM search_index s WHERE s.type=? AND s.param=? AND s.value=?"
+        args: list[Any] = [rtype, param, value]
+        if system is not None:
+            sql += " AND s.system=?"
+            args.append(system)
+        return [r["id"] for r in self.conn.execute(sql, args)]
+
+    def put_value(self, name: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO kv (name, value, updated_at) VALUES (?,?,?)",
+                          (name, value, now_instant()))
+
+
+class SQLiteStore:
+    """One SQLite file per service, WAL mode, one connection per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        with self._conn() as conn:
+            conn.executescript(SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteTransaction]:
+        conn = self._conn()
+        with self._write_lock:
+            # IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield SQLiteTransaction(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def read(self, rtype: str, rid: str) -> Stored | None:
+        return SQLiteTransaction(self._conn()).read(rtype, rid)
+
+    def vread(self, rtype: str, rid: str, version: int) -> Stored | None:
+        row = self._conn().execute("SELECT * FROM history WHERE type=? AND id=? AND version=?",
+                                   (rtype, rid, version)).fetchone()
+        return _row_to_stored(row, row["method"]) if row else None
+
+    def history(self, rtype: str | None, rid: str | None, since: str | None, count: int, offset: int) -> Page:
+        where, args = [], []
+        for column, value in (("type", rtype), ("id", rid)):
+            if value is not None:
+                where.append(f"{column}=?")
+                args.append(value)
+        if since:
+            where.append("last_updated>=?")
+            args.append(since)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM history{clause}", args).fetchone()[0]
+        rows = conn.execute(f"SELECT * FROM history{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                            [*args, count, offset]).fetchall()
+        return Page(total, [_row_to_stored(r, r["method"]) for r in rows])
+
+    def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int) -> Page:
+        """`where` holds SQL conditions on the alias `r` (resource) with their arguments, ANDed."""
+        clause = " AND ".join(["r.type=?", "r.deleted=0", *(w for w, _ in where)])
+        args: list[Any] = [rtype, *(a for _, wargs in where for a in wargs)]
+        conn = self._conn()
+        total = conn.execute(f"SELECT count(*) FROM resource r WHERE {clause}", args).fetchone()[0]
+        rows = conn.execute(f"SELECT r.* FROM resource r WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                            [*args, count, offset]).fetchall()
+        return Page(total, [_row_to_stored(r) for r in rows])
+
+    def unsent_events(self, limit: int) -> list[OutboxEvent]:
+        rows = self._conn().execute("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
+                                    (limit,)).fetchall()
+        return [OutboxEvent(r["topic"], r["key"], [tuple(h) for h in json.loads(r["headers"])], r["value"],
+                            r["seq"]) for r in rows]
+
+    def mark_sent(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        with self.transaction() as tx:
+            tx.conn.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now_instant(), s) for s in seqs])
+
+    def get_value(self, name: str) -> str | None:
+        row = self._conn().execute("SELECT value FROM kv WHERE name=?", (name,)).fetchone()
+        return row["value"] if row else None
+
+    def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        rows = self._conn().execute("SELECT name, value FROM kv WHERE name LIKE ? ESCAPE '\\'",
+                                    (prefix.replace("_", "\\_") + "%",)).fetchall()
+        return [(r["name"], r["value"]) for r in rows]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits: a cheap way to notice new outbox rows."""
+        return self._conn().execute("PRAGMA data_version").fetchone()[0]
+
+    def ping(self) -> None:
+        self._conn().execute("SELECT 1").fetchone()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

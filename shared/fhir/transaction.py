@@ -1,0 +1,161 @@
+"""Batch and transaction Bundles posted to the service base.
+
+A transaction is all or nothing: one store transaction, `urn:uuid:` references between
+entries resolved to the ids the server assigns, conditional creates (`ifNoneExist`) and
+conditional references (`Patient?identifier=...`) resolved against what is stored.
+A batch answers each entry on its own.
+"""
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+from shared.fhir.interactions import FhirApi, Response
+from shared.fhir.outcome import FhirError, Issue, operation_outcome
+from shared.fhir.store import Transaction
+from shared.fhir.util import now_instant
+from shared.fhir.validation import validate_bundle_entries
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+def _rewrite_refs(node: Any, mapping: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {k: _rewrite_refs(v, mapping) for k, v in node.items()}
+        if isinstance(out.get("reference"), str) and out["reference"] in mapping:
+            out["reference"] = mapping[out["reference"]]
+        return out
+    if isinstance(node, list):
+        return [_rewrite_refs(v, mapping) for v in node]
+    return node
+
+
+def _conditional_refs(node: Any, found: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and "?" in ref and "/" not in ref.split("?")[0]:
+            found.add(ref)
+        for v in node.values():
+            _conditional_refs(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _conditional_refs(v, found)
+    return found
+
+
+def _entry_response(resp: Response) -> dict[str, Any]:
+    status = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}.get(resp.status, str(resp.status))
+    out: dict[str, Any] = {"status": status}
+    if resp.stored is not None:
+        out["location"] = f"{resp.stored.type}/{resp.stored.id}/_history/{resp.stored.version}"
+        out["etag"] = resp.stored.etag
+        out["lastModified"] = resp.stored.last_updated
+    return out
+
+
+class BundleProcessor:
+    def __init__(self, api: FhirApi) -> None:
+        self.api = api
+
+    def process(self, tx: Transaction, bundle: dict[str, Any]) -> dict[str, Any]:
+        kind = bundle.get("type")
+        if kind not in ("transaction", "batch"):
+            raise FhirError.single(422, "the service base accepts Bundles of type transaction or batch",
+                                   code="invalid", expression="Bundle.type")
+        validate_bundle_entries(bundle)
+        entries = bundle.get("entry", [])
+        if kind == "transaction":
+            results = self.transaction(tx, entries)
+        else:
+            results = [self.batch_entry(tx, e, i) for i, e in enumerate(entries)]
+        return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": f"{kind}-response",
+                "timestamp": now_instant(), "entry": results}
+
+    def _assign_ids(self, entries: list[dict]) -> tuple[dict[str, str], dict[int, Response]]:
+        """Map each POST entry's fullUrl to its new (or conditionally matched) Type/id."""
+        mapping: dict[str, str] = {}
+        matched: dict[int, Response] = {}
+        for i, entry in enumerate(entries):
+            req, res = entry.get("request", {}), entry.get("resource") or {}
+            if req.get("method") != "POST":
+                continue
+            rtype = res.get("resourceType", "")
+            new_id = str(uuid.uuid4())
+            if req.get("ifNoneExist"):
+                found = self.api.find(rtype, req["ifNoneExist"])
+                if len(found) > 1:
+                    raise FhirError.single(412, f"entry {i}: ifNoneExist matched more than one resource",
+                                           code="duplicate", expression=f"Bundle.entry[{i}].request.ifNoneExist")
+                if found:
+                    new_id = found[0].id
+                    matched[i] = Response(200, found[0].resource, stored=found[0])
+            if entry.get("fullUrl"):
+                mapping[entry["fullUrl"]] = f"{rtype}/{new_id}"
+            entry["_id"] = new_id
+        return mapping, matched
+
+    def _resolve_conditionals(self, entries: list[dict], mapping: dict[str, str]) -> None:
+        for entry in entries:
+            for ref in _conditional_refs(entry.get("resource") or {}, set()):
+                rtype, criteria = ref.split("?", 1)
+                found = self.api.find(rtype, criteria)
+                if len(found) != 1:
+                    raise FhirError.single(412, f"conditional reference {rtype}?... matched {len(found)} "
+                                                f"resources, not one", code="not-found")
+                mapping[ref] = f"{rtype}/{found[0].id}"
+
+    def transaction(self, tx: Transaction, entries: list[dict]) -> list[dict]:
+        entries = copy.deepcopy(entries)
+        mapping, matched = self._assign_ids(entries)
+        self._resolve_conditionals(entries, mapping)
+        results: dict[int, dict] = {}
+        order = sorted(range(len(entries)), key=lambda i: ORDER.get(entries[i].get("request", {}).get("method"), 9))
+        for i in order:
+            entry = entries[i]
+            if i in matched:
+                results[i] = {"response": _entry_response(matched[i])}
+                continue
+            if entry.get("resource") is not None:
+                entry["resource"] = _rewrite_refs(entry["resource"], mapping)
+            try:
+                resp = self.execute(tx, entry)
+            except FhirError as exc:
+                exc.issues = [Issue(f"entry {i}: {iss.diagnostics}", iss.code, iss.severity,
+                                    iss.expression or f"Bundle.entry[{i}]") for iss in exc.issues]
+                raise
+            results[i] = {"response": _entry_response(resp)}
+            if resp.body is not None and resp.status in (200, 201):
+                results[i]["resource"] = resp.body
+        return [results[i] for i in range(len(entries))]
+
+    def batch_entry(self, tx: Transaction, entry: dict, i: int) -> dict:
+        try:
+            entry = dict(entry, _id=str(uuid.uuid4()))
+            if entry.get("request", {}).get("ifNoneExist") and entry["request"].get("method") == "POST":
+                found = self.api.find(entry["resource"]["resourceType"], entry["request"]["ifNoneExist"])
+                if found:
+                    return {"response": _entry_response(Response(200, stored=found[0]))}
+            resp = self.execute(tx, entry)
+            return {"response": _entry_response(resp), **({"resource": resp.body} if resp.body else {})}
+        except FhirError as exc:
+            return {"response": {"status": str(exc.status), "outcome": operation_outcome(exc.issues)}}
+
+    def execute(self, tx: Transaction, entry: dict) -> Response:
+        req = entry.get("request") or {}
+        method, url = req.get("method"), (req.get("url") or "").split("?")[0].strip("/")
+        parts = url.split("/")
+        if method == "POST":
+            stored = self.api.repo.create(tx, entry["resource"], rid=entry.get("_id"))
+            return Response(201, stored.resource, stored=stored)
+        if method == "PUT" and len(parts) == 2:
+            return self.api.update(tx, parts[0], parts[1], entry["resource"], req.get("ifMatch"))
+        if method == "DELETE" and len(parts) == 2:
+            return self.api.delete(tx, parts[0], parts[1])
+        if method == "GET" and len(parts) == 2:
+            return self.api.read(*parts)
+        if method == "GET" and len(parts) == 1:
+            query = req.get("url", "").partition("?")[2]
+            return self.api.search(parts[0], parse_qsl(query), strict=False)
+        raise FhirError.single(400, f"unsupported request {method} {url}", code="not-supported")

@@ -1,0 +1,74 @@
+"""Structured logs: one JSON object per line on stderr, carrying ids and codes, never PHI.
+
+Callers pass ids as keyword fields: `log.info("careplan drafted", careplan_id=..., patient_id=...)`.
+Free text must not contain names, birth dates, identifier values or answers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+_RESERVED = set(vars(logging.makeLogRecord({})))
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update({k: v for k, v in vars(record).items() if k not in _RESERVED and not k.startswith("_")})
+        if record.exc_info:
+            line["error"] = record.exc_info[0].__name__ if record.exc_info[0] else "unknown"
+        return json.dumps(line, default=str, separators=(",", ":"))
+
+
+class Log:
+    """A thin logger whose keyword arguments become JSON fields."""
+
+    def __init__(self, name: str) -> None:
+        self._logger = logging.getLogger(name)
+
+    def _log(self, level: int, msg: str, exc_info: bool = False, **fields: Any) -> None:
+        if self._logger.isEnabledFor(level):
+            self._logger.log(level, msg, extra=fields, exc_info=exc_info)
+
+    def debug(self, msg: str, **fields: Any) -> None:
+        self._log(logging.DEBUG, msg, **fields)
+
+    def info(self, msg: str, **fields: Any) -> None:
+        self._log(logging.INFO, msg, **fields)
+
+    def warning(self, msg: str, **fields: Any) -> None:
+        self._log(logging.WARNING, msg, **fields)
+
+    def error(self, msg: str, exc_info: bool = False, **fields: Any) -> None:
+        self._log(logging.ERROR, msg, exc_info=exc_info, **fields)
+
+
+def get_logger(name: str) -> Log:
+    return Log(name)
+
+
+def configure(level: str = "INFO", service: str = "") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("kafka", "werkzeug", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if service:
+        old_factory = logging.getLogRecordFactory()
+
+        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = old_factory(*args, **kwargs)
+            record.service = service
+            return record
+
+        logging.setLogRecordFactory(factory)
