@@ -35,6 +35,10 @@ class NotificationEvent:
     timestamp: str         # FHIR instant the event happened
     focus_ref: str         # "CarePlan/1" or versioned "CarePlan/1/_history/3"
     resources: tuple[dict, ...] = ()  # the focus and its context (e.g. Goals); content for full-resource
+    source_base: str | None = None    # FHIR base of the service owning the focus (careplan's for IOP plans)
+
+    def base(self, default: str) -> str:
+        return (self.source_base or default).rstrip("/")
 
 
 def notification_bundle(spec: SubscriptionSpec, subscription_id: str, status: str, notification_type: str,
@@ -48,7 +52,7 @@ def notification_bundle(spec: SubscriptionSpec, subscription_id: str, status: st
     bundle = _history(params, subscription_id, base, bundle_id, timestamp)
     notice = part2_notice or consent.part2_notice()
     for event in events:
-        bundle["entry"].extend(_event_entries(event, spec.content, base, notice))
+        bundle["entry"].extend(_event_entries(event, spec.content, event.base(base), notice))
     if events:
         bundle["meta"]["security"] = copy.deepcopy(codes.PART2_LABELS)
         _display_mark(bundle, notice)
@@ -58,7 +62,8 @@ def notification_bundle(spec: SubscriptionSpec, subscription_id: str, status: st
 def handshake_bundle(spec: SubscriptionSpec, subscription_id: str, base_url: str, bundle_id: str | None = None,
                      timestamp: str | None = None) -> dict:
     """Sent once when a Subscription is created; the endpoint must answer 2xx for it to become active."""
-    params = status_parameters(subscription_id, spec.topic.url, "requested", "handshake", 0, base_url, content=spec.content)
+    params = status_parameters(subscription_id, spec.topic.url, "requested", "handshake", 0, base_url,
+                               content=spec.content)
     return _history(params, subscription_id, base_url.rstrip("/"), bundle_id, timestamp)
 
 
@@ -81,7 +86,7 @@ def status_parameters(subscription_id: str, topic_url: str, status: str, notific
         parameters.append({"name": "topic", "valueCanonical": topic_url})
     parameters += [{"name": "status", "valueCode": status}, {"name": "type", "valueCode": notification_type},
                    {"name": "events-since-subscription-start", "valueString": str(events_since_start)}]
-    parameters += [_notification_event(e, content, base) for e in events]
+    parameters += [_notification_event(e, content, e.base(base)) for e in events]
     parameters += [{"name": "error", "valueCodeableConcept": {"coding": [{"system": SUBSCRIPTION_ERROR, "code": code}],
                                                               "text": text}} for code, text in errors]
     return {"resourceType": "Parameters", "id": str(uuid.uuid4()), "meta": {"profile": [STATUS_PROFILE]},

@@ -17,7 +17,8 @@ from services.aftercare.checkins import DEFAULT_WEEKS, DEFAULT_WINDOW_DAYS, Chec
 from shared import codes
 from shared.fhir.util import ref
 
-ASSESS_PLAN = {"system": codes.CAREPLAN_CATEGORY_US_CORE, "code": "assess-plan", "display": "Assessment and Plan of Treatment"}
+ASSESS_PLAN = {"system": codes.CAREPLAN_CATEGORY_US_CORE, "code": "assess-plan",
+               "display": "Assessment and Plan of Treatment"}
 AFTERCARE_PLAN = {"system": codes.IOP_CAREPLAN, "code": "aftercare-step-down", "display": "Aftercare step-down plan"}
 COUNSELING = {"system": codes.SNOMED, "code": "409063005", "display": "Counseling"}
 GOAL_CATEGORY = "http://terminology.hl7.org/CodeSystem/goal-category"
@@ -88,7 +89,8 @@ def step_down_plan(graduated_careplan: dict, goals: list[dict], ids: StepDownIds
     subject = graduated_careplan.get("subject")
     if not subject:
         raise ValueError("the graduated CarePlan has no subject")
-    period = {"start": graduation_date.isoformat(), "end": (graduation_date + timedelta(weeks=options.weeks)).isoformat()}
+    end = graduation_date + timedelta(weeks=options.weeks)
+    period = {"start": graduation_date.isoformat(), "end": end.isoformat()}
     aftercare_goals = relapse_prevention_goals(subject, goals, ids, period)
     referrals = referral_requests(graduated_careplan, goals, ids, period, options)
     checkins = checkin_schedule(graduation_date, options.checkin_weeks, options.checkin_window_days)
@@ -122,7 +124,8 @@ def referral_requests(careplan: dict, goals: list[dict], ids: StepDownIds, perio
                "text": "Standard outpatient therapy (ASAM level 1)"}
     asam_1 = {"coding": [{"system": codes.ASAM_LEVEL, "code": "1", "display": "Outpatient"}],
               "text": f"ASAM level 1 (edition {codes.ASAM_EDITION})"}
-    support = {"coding": [{"system": codes.HCPCS, "code": "H0038", "display": "Self-help/peer services, per 15 minutes"}],
+    support = {"coding": [{"system": codes.HCPCS, "code": "H0038",
+                           "display": "Self-help/peer services, per 15 minutes"}],
                "text": "Support group / peer recovery support"}
     group_type = options.support_service_type
     group_detail = {"coding": [{"system": codes.SERVICE_TYPE, "code": group_type,
@@ -192,8 +195,9 @@ def _carried_goal(iop_goal: dict, subject: dict, ids: StepDownIds, period: dict)
                  period, achievement)
     targets = [{k: v for k, v in t.items() if not k.startswith("due")} for t in iop_goal.get("target", [])]
     goal["target"] = [{**copy.deepcopy(t), "dueDate": period["end"]} for t in targets] or goal["target"]
+    predecessor = {"coding": [{"system": GOAL_RELATIONSHIP_TYPE, "code": "predecessor"}]}
     goal["extension"] = [{"url": GOAL_RELATIONSHIP, "extension": [
-        {"url": "type", "valueCodeableConcept": {"coding": [{"system": GOAL_RELATIONSHIP_TYPE, "code": "predecessor"}]}},
+        {"url": "type", "valueCodeableConcept": predecessor},
         {"url": "target", "valueReference": ref("Goal", iop_goal["id"])}]}]
     return goal
 

@@ -23,6 +23,7 @@ LOCAL = "https://iop-suite.org/fhir/StructureDefinition"
 HMAC_SECRET = f"{LOCAL}/subscription-hmac-secret"      # on Subscription.channel, valueString (write-only)
 DELIVERY_MODE = f"{LOCAL}/subscription-delivery-mode"  # on Subscription.channel, valueCode notification | write-back
 RECIPIENT = f"{LOCAL}/subscription-recipient"          # on Subscription, valueReference (Organization or identifier)
+PATIENT_ID_SYSTEM = f"{LOCAL}/subscription-patient-identifier-system"  # on channel, valueUri; write-back needs it
 TOPIC_BASE = "https://iop-suite.org/fhir/SubscriptionTopic"
 
 CONTENTS = ("empty", "id-only", "full-resource")
@@ -30,7 +31,9 @@ MODES = ("notification", "write-back")
 MIME_TYPES = ("application/fhir+json", "application/json")
 RESERVED_HEADERS = {"content-type", "content-length", "host", "x-iop-signature", "transfer-encoding"}
 LOOPBACK = {"localhost", "127.0.0.1", "::1"}
-MIN_HEARTBEAT_S, MAX_TIMEOUT_S, MIN_SECRET_LEN = 60, 300, 16
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 60, 86400
+DEFAULT_TIMEOUT_S, MAX_TIMEOUT_S = 30, 300
+MIN_SECRET_LEN = 16
 HEADER = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\r\n]*)")
 
 
@@ -52,7 +55,7 @@ TOPICS: dict[str, Topic] = {t.url: t for t in (
     _topic("careplan-revised", "iop.careplan.revised", "CarePlan", "A clinician revised an IOP treatment plan"),
     _topic("goal-updated", "iop.goal.updated", "Goal", "A treatment goal changed status or achievement"),
     _topic("careplan-graduated", "iop.careplan.graduated", "CarePlan", "The patient graduated; the IOP plan completed"),
-    _topic("aftercare-planned", "iop.aftercare.planned", "CarePlan", "The aftercare step-down plan and referrals exist"),
+    _topic("aftercare-planned", "iop.aftercare.planned", "CarePlan", "The aftercare plan and referrals exist"),
     _topic("checkin-missed", "iop.aftercare.checkin-missed", "CarePlan", "An aftercare check-in window passed unmet"),
 )}
 TOPICS_BY_EVENT: dict[str, Topic] = {t.event_type: t for t in TOPICS.values()}
@@ -66,12 +69,13 @@ class SubscriptionSpec:
     patients: frozenset[str] | None = None  # patient ids; None means every patient the consent gate allows
     headers: tuple[tuple[str, str], ...] = ()
     heartbeat_period_s: int | None = None
-    timeout_s: int = 30
+    timeout_s: int = DEFAULT_TIMEOUT_S
     max_count: int | None = None
     secret: str | None = None
     mode: str = "notification"
     recipient: str | None = None  # "Organization/x" or "system|value"; the API binds it to the authenticated client
     end: datetime | None = None
+    patient_identifier_system: str | None = None  # which Patient.identifier names the patient on the EHR
 
     @property
     def write_back(self) -> bool:
@@ -110,14 +114,21 @@ def parse_subscription(sub: dict) -> SubscriptionSpec | list[Issue]:
     content = _parse_content(channel, issues)
     spec_fields = {
         "endpoint": _parse_endpoint(channel, content, issues), "content": content,
-        "headers": _parse_headers(channel, issues), "heartbeat_period_s": _parse_heartbeat(channel, issues),
-        "timeout_s": _parse_timeout(channel, issues), "max_count": _ext(channel, MAX_COUNT, "valuePositiveInt"),
+        "headers": _parse_headers(channel, issues),
+        "heartbeat_period_s": _parse_seconds(channel, HEARTBEAT_PERIOD, MIN_HEARTBEAT_S, MAX_HEARTBEAT_S, issues),
+        "timeout_s": _parse_seconds(channel, TIMEOUT, 1, MAX_TIMEOUT_S, issues) or DEFAULT_TIMEOUT_S,
+        "max_count": _ext(channel, MAX_COUNT, "valuePositiveInt"),
         "secret": _parse_secret(channel, issues), "mode": _parse_mode(channel, content, issues),
+        "patient_identifier_system": _ext(channel, PATIENT_ID_SYSTEM, "valueUri"),
         "recipient": _parse_recipient(sub), "end": _parse_end(sub, issues)}
     if not sub.get("reason"):
         issues.append(Issue("reason is required in R4", code="required", expression="Subscription.reason"))
     if channel.get("type") != "rest-hook":
-        issues.append(Issue("only the rest-hook channel is supported", "not-supported", expression="Subscription.channel.type"))
+        issues.append(Issue("only the rest-hook channel is supported", "not-supported",
+                            expression="Subscription.channel.type"))
+    if spec_fields["mode"] == "write-back" and not spec_fields["patient_identifier_system"]:
+        issues.append(Issue("write-back needs the EHR's patient identifier system", code="required",
+                            expression="Subscription.channel.extension"))
     patients = _parse_filters(sub, topic, issues) if topic else None
     if issues or topic is None:
         return issues
@@ -147,7 +158,8 @@ def _parse_filters(sub: dict, topic: Topic, issues: list[Issue]) -> frozenset[st
     for ext in (sub.get("_criteria") or {}).get("extension", []):
         if ext.get("url") == FILTER_CRITERIA:
             found = _parse_filter(ext.get("valueString") or "", topic, issues)
-            patients = found if patients is None or found is None else patients & found
+            if found is not None:
+                patients = found if patients is None else patients & found
     return patients
 
 
@@ -159,10 +171,16 @@ def _parse_filter(text: str, topic: Topic, issues: list[Issue]) -> frozenset[str
     patients: frozenset[str] | None = None
     for pair in filter(None, query.split("&")):
         name, _, value = pair.partition("=")
+        prefix, _, name = name.rpartition(".")  # the IG also allows "CarePlan.patient=..."
+        if prefix and prefix != topic.resource_type:
+            issues.append(Issue(f"filter resource type must be {topic.resource_type}", expression=where))
         if name not in topic.filters or not value:
             issues.append(Issue(f"unsupported filter '{name}'; allowed: {', '.join(topic.filters)}", expression=where))
             continue
-        found = frozenset(v.removeprefix("Patient/") for v in value.split(","))
+        values = [v.split("/_history/")[0].split("/") for v in value.split(",")]
+        if any(len(v) > 1 and v[-2] != "Patient" for v in values):
+            issues.append(Issue("patient filter values must be Patient references", expression=where))
+        found = frozenset(v[-1] for v in values)
         patients = found if patients is None else patients & found
     return patients
 
@@ -170,10 +188,11 @@ def _parse_filter(text: str, topic: Topic, issues: list[Issue]) -> frozenset[str
 def _parse_content(channel: dict, issues: list[Issue]) -> str:
     payload_ext = (channel.get("_payload") or {}).get("extension", [])
     content = next((e.get("valueCode") for e in payload_ext if e.get("url") == PAYLOAD_CONTENT), "id-only")
+    where = "Subscription.channel.payload"
     if content not in CONTENTS:
-        issues.append(Issue(f"payload content must be one of {', '.join(CONTENTS)}", expression="Subscription.channel.payload"))
+        issues.append(Issue(f"payload content must be one of {', '.join(CONTENTS)}", expression=where))
     if channel.get("payload", MIME_TYPES[0]) not in MIME_TYPES:
-        issues.append(Issue("payload must be application/fhir+json", "not-supported", expression="Subscription.channel.payload"))
+        issues.append(Issue("payload must be application/fhir+json", "not-supported", expression=where))
     return content
 
 
@@ -200,19 +219,12 @@ def _parse_headers(channel: dict, issues: list[Issue]) -> tuple[tuple[str, str],
     return tuple(headers)
 
 
-def _parse_heartbeat(channel: dict, issues: list[Issue]) -> int | None:
-    period = _ext(channel, HEARTBEAT_PERIOD, "valueUnsignedInt")
-    if period is not None and (not isinstance(period, int) or period < MIN_HEARTBEAT_S):
-        issues.append(Issue(f"heartbeat period must be at least {MIN_HEARTBEAT_S} seconds",
-                            expression="Subscription.channel.extension"))
-    return period or None
-
-
-def _parse_timeout(channel: dict, issues: list[Issue]) -> int:
-    timeout = _ext(channel, TIMEOUT, "valueUnsignedInt")
-    if timeout is not None and (not isinstance(timeout, int) or not 1 <= timeout <= MAX_TIMEOUT_S):
-        issues.append(Issue(f"timeout must be 1 to {MAX_TIMEOUT_S} seconds", expression="Subscription.channel.extension"))
-    return timeout or 30
+def _parse_seconds(channel: dict, url: str, low: int, high: int, issues: list[Issue]) -> int | None:
+    seconds = _ext(channel, url, "valueUnsignedInt")
+    if seconds is not None and (not isinstance(seconds, int) or not low <= seconds <= high):
+        name = url.rsplit("/backport-", 1)[-1]
+        issues.append(Issue(f"{name} must be {low} to {high} seconds", expression="Subscription.channel.extension"))
+    return seconds
 
 
 def _parse_secret(channel: dict, issues: list[Issue]) -> str | None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import uuid
 
 from services.aftercare import consent
-from services.aftercare.notifications import display_mark
+from services.aftercare.notifications import DS4P_DISPLAY, display_mark
 from shared import codes
 from shared.fhir.util import now_instant
 
-SINGLE_IDENTIFIER_TYPES = {"QuestionnaireResponse", "Composition", "Bundle"}  # identifier is 0..1 in R4
+SINGLE_IDENTIFIER_TYPES = {"QuestionnaireResponse", "Composition"}  # identifier is 0..1 in R4
 SERVER_META = ("versionId", "lastUpdated", "source")  # the receiving server assigns its own
 
 
@@ -57,7 +57,7 @@ def _outbound(resource: dict, notice: str) -> dict:
     meta = body["meta"]
     for key in SERVER_META:
         meta.pop(key, None)
-    meta["extension"] = [*(e for e in meta.get("extension", []) if e.get("url") != display_mark("")["url"]),
+    meta["extension"] = [*(e for e in meta.get("extension", []) if e.get("url") != DS4P_DISPLAY),
                          display_mark(notice)]
     mine = own_identifier(resource["resourceType"], resource["id"])
     if resource["resourceType"] in SINGLE_IDENTIFIER_TYPES:

@@ -15,6 +15,7 @@ from typing import Any
 
 from services.careplan.assessment import WEEK_DAYS, Assessment, is_iop_admission
 from shared import codes
+from shared.fhir.outcome import Issue
 
 PROGRAM_WEEKS = 8
 DEFAULT_DAYS = ("mon", "wed", "fri")
@@ -94,6 +95,7 @@ INDIVIDUAL = Service("individual", "Individual psychotherapy", (_code(codes.CPT,
                      _code(codes.SNOMED, "18512000", "Individual psychotherapy")), 0.75, "15:00:00", _CLINICAL)
 FAMILY = Service("family", "Family psychotherapy with patient", (_code(codes.CPT, "90847"),
                  _code(codes.SNOMED, "108313002", "Family psychotherapy procedure")), 1.0, "17:00:00", _CLINICAL)
+_SERVICE_DAYS = {"group": slice(None), "individual": slice(0, 1), "family": slice(-1, None)}  # modules rotate
 _PSYCHOEDUCATION = _code(codes.HCPCS, "H2027", "Psychoeducational service, per 15 minutes")
 _MODULE_GOALS = {"coping-skills": _CLINICAL, "relapse-prevention": ("abstinence",), "mindfulness": _CLINICAL[:2],
                  "communication": _CLINICAL, "life-skills": ("abstinence",), "trauma-informed": _CLINICAL[:2]}
@@ -175,6 +177,15 @@ def weekly_hours(careplan: dict[str, Any]) -> float:
                      if a.get("detail", {}).get("status") in COUNTED_STATUSES), 4)
 
 
+def intensity_issues(careplan: dict[str, Any]) -> list[Issue]:
+    """An IOP plan must keep ASAM 2.1 intensity, e.g. after a clinician's revision drops or adds services."""
+    hours = weekly_hours(careplan)
+    if MIN_WEEKLY_HOURS <= hours <= MAX_WEEKLY_HOURS:
+        return []
+    return [Issue(f"the plan schedules {hours:g} hours a week; IOP (ASAM 2.1) needs {MIN_WEEKLY_HOURS:g} to "
+                  f"{MAX_WEEKLY_HOURS:g}", "business-rule", expression="CarePlan.activity")]
+
+
 def _activity_hours(activity: dict[str, Any]) -> float:
     repeat = activity.get("detail", {}).get("scheduledTiming", {}).get("repeat", {})
     per_week = repeat.get("frequency", 1) / (repeat.get("period", 1) * _WEEKS_PER_UNIT[repeat.get("periodUnit", "wk")])
@@ -199,15 +210,13 @@ def _module_service(module: str, assessment: Assessment) -> Service:
 
 def _activities(assessment: Assessment, start: date, end: date, goal_refs: dict[str, dict]) -> list[dict[str, Any]]:
     days = program_days(assessment.preferred_days or list(DEFAULT_DAYS))
-    activities, module_slot = [], 0
+    activities, slot = [], 0
     for service in _services(assessment):
-        if service is GROUP:
-            service_days, time = days, service.time_of_day
-        elif service in (INDIVIDUAL, FAMILY):
-            service_days, time = [days[0] if service is INDIVIDUAL else days[-1]], service.time_of_day
+        if service.key in _SERVICE_DAYS:
+            service_days, time = days[_SERVICE_DAYS[service.key]], service.time_of_day
         else:  # modules rotate over the program days, a second round an hour later
-            service_days, time = [days[module_slot % 3]], f"{13 + module_slot // 3}:00:00"
-            module_slot += 1
+            service_days, time = [days[slot % 3]], f"{13 + slot // 3}:00:00"
+            slot += 1
         activities.append(_activity(service, service_days, time, start, end, goal_refs))
     return activities
 

@@ -69,7 +69,7 @@ def session_outcome(encounter: dict[str, Any]) -> SessionOutcome:
     return SessionOutcome(
         encounter["id"], encounter.get("status", ""), encounter.get("period", {}).get("start", ""),
         careplan_id or None, int(index) if index.isdigit() else None,
-        frozenset((c.get("system", ""), c.get("code", "")) for t in encounter.get("type", []) for c in t.get("coding", [])),
+        frozenset(pair for concept in encounter.get("type", []) for pair in _pairs(concept)),
         any(c.get("system") == CANCELLATION_REASON and c.get("code") == "no-show" for c in reason.get("coding", [])))
 
 
@@ -188,14 +188,14 @@ def _match_activity(careplan: dict[str, Any], session: SessionOutcome) -> int | 
         return None
     if session.activity_index is not None:
         return session.activity_index if session.activity_index < len(activities) else None
-    overlap = [(len(session.codes & _activity_codes(a)), -i) for i, a in enumerate(activities)
+    overlap = [(len(session.codes & _pairs(a["detail"].get("code", {}))), -i) for i, a in enumerate(activities)
                if a.get("detail", {}).get("status") in COUNTED_STATUSES]
     best = max(overlap, default=(0, 0))
     return -best[1] if best[0] else None
 
 
-def _activity_codes(activity: dict[str, Any]) -> frozenset[tuple[str, str]]:
-    return frozenset((c.get("system", ""), c.get("code", "")) for c in activity["detail"].get("code", {}).get("coding", []))
+def _pairs(concept: dict[str, Any]) -> frozenset[tuple[str, str]]:
+    return frozenset((c.get("system", ""), c.get("code", "")) for c in concept.get("coding", []))
 
 
 def _outcome_reference(session: SessionOutcome, outcome: str) -> dict[str, Any]:

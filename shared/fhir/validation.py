@@ -21,7 +21,8 @@ import types
 import typing
 from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
+from itertools import accumulate
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -42,6 +43,7 @@ _URN_REF = re.compile(
     r"|urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+"
 )
 _CONTAINED_REF = re.compile(rf"#(?:{_ID})?")
+_WHITESPACE = re.compile(r"\s")
 _ID_RULE = "an id is 1 to 64 characters from A-Z, a-z, 0-9, '-' and '.'"
 _REF_RULE = (
     "a reference is 'Type/id' (optionally '/_history/vid'), an absolute http(s) URL, "
@@ -75,8 +77,9 @@ def parse_json(body: bytes, max_depth: int = 64) -> dict:
     return data
 
 
-_STRING_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
+_STRING_LITERAL = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_DEPTH_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 
 
 def _nested_deeper_than(text: str, limit: int) -> bool:
@@ -86,12 +89,8 @@ def _nested_deeper_than(text: str, limit: int) -> bool:
     """
     if text.count("[") + text.count("{") <= limit:
         return False
-    depth = 0
-    for bracket in _BRACKETS.findall(_STRING_LITERAL.sub("", text)):
-        depth = depth + 1 if bracket in "[{" else depth - 1
-        if depth > limit:
-            return True
-    return False
+    brackets = _NOT_A_BRACKET.sub("", _STRING_LITERAL.sub("", text))
+    return max(accumulate(map(_DEPTH_STEP.__getitem__, brackets)), default=0) > limit
 
 
 def _reject_constant(name: str) -> Any:
@@ -116,76 +115,88 @@ def validate_resource(data: dict, expected_type: str | None = None, *, allow_con
     """Return `data` itself when it is a valid FHIR R4 resource, else raise FhirError.
 
     400 when `resourceType` is missing; 422 for any other problem, one issue per problem.
-    `expected_type` is the type of the endpoint the resource was sent to. Inside a batch or
-    transaction Bundle, conditional references (`Type?params`) are allowed.
+    `expected_type` is the type of the endpoint the resource was sent to. A batch or
+    transaction Bundle is checked whole, entries included, and conditional references
+    (`Type?params`) are allowed inside it.
     """
-    resource_type = data.get("resourceType") if isinstance(data, dict) else None
-    if not isinstance(resource_type, str) or not resource_type:
-        raise FhirError(400, [Issue("The resource has no resourceType", code="structure", expression="resourceType")])
-    if expected_type and resource_type != expected_type:
-        raise FhirError(422, [Issue(
-            f"This endpoint accepts {expected_type} resources only", code="invalid", expression="resourceType",
-        )])
-    model = _model_class(resource_type)
-    if model is None:
-        raise FhirError(422, [Issue(
-            "The resourceType is not a FHIR R4 resource type this server supports",
-            code="not-supported", expression="resourceType",
-        )])
-    conditional = allow_conditional_refs or (resource_type == "Bundle" and data.get("type") in _BATCH_TYPES)
-    issues = _resource_issues(data, model, resource_type, conditional)
+    model = _endpoint_model(data, expected_type)
+    resource_type = data["resourceType"]
+    batch = resource_type == "Bundle" and data.get("type") in _BATCH_TYPES
+    issues = _resource_issues(data, model, resource_type, allow_conditional_refs or batch)
+    if batch:
+        entries = data.get("entry")
+        for index, entry in enumerate(entries if isinstance(entries, list) else []):
+            issues += _entry_rule_issues(entry, f"Bundle.entry[{index}]")
     if issues:
         raise FhirError(422, issues)
     return data
 
 
-def bundle_entry_errors(bundle: dict) -> dict[int, FhirError]:
-    """The errors of each POST/PUT entry of a batch or transaction Bundle, by entry index.
+def validate_bundle_entries(bundle: dict) -> None:
+    """Check a batch or transaction Bundle posted to the service base, entries and their resources.
 
-    For a batch, which answers each entry on its own. Paths read `Bundle.entry[3].resource.status`;
-    `urn:uuid:` and conditional references are allowed.
+    Raises FhirError(422) with every problem, paths such as `Bundle.entry[3].resource.status`;
+    `urn:uuid:` and conditional references are allowed. A resource that passed here needs no
+    second validation when its entry is executed.
+    """
+    if not isinstance(bundle, dict) or bundle.get("type") not in _BATCH_TYPES:
+        raise FhirError(422, [Issue("Bundle.type: expected a batch or transaction Bundle", code="invalid",
+                                    expression="Bundle.type")])
+    validate_resource(bundle, "Bundle")
+
+
+def bundle_entry_errors(bundle: dict) -> dict[int, FhirError]:
+    """The errors of each entry of a batch or transaction Bundle, by entry index; empty when all are valid.
+
+    For a batch, which answers each entry on its own: only the entries with a problem fail.
     """
     errors: dict[int, FhirError] = {}
-    entries = bundle.get("entry")
+    entries = bundle.get("entry") if isinstance(bundle, dict) else None
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
-        issues = _entry_issues(entry, f"Bundle.entry[{index}]")
+        path = f"Bundle.entry[{index}]"
+        issues = _entry_rule_issues(entry, path)
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not issues and isinstance(resource, dict):
+            issues = _nested_resource_issues(resource, f"{path}.resource")
         if issues:
             errors[index] = FhirError(422, issues)
     return errors
 
 
-def validate_bundle_entries(bundle: dict) -> None:
-    """Raise FhirError(422) with the issues of every POST/PUT entry of a batch or transaction Bundle.
+def _endpoint_model(data: Any, expected_type: str | None) -> type:
+    resource_type = data.get("resourceType") if isinstance(data, dict) else None
+    if not isinstance(resource_type, str) or not resource_type:
+        raise FhirError(400, [Issue("The resource has no resourceType", code="structure", expression="resourceType")])
+    if expected_type and resource_type != expected_type:
+        raise FhirError(422, [Issue(f"resourceType: this endpoint accepts {expected_type} resources only",
+                                    code="invalid", expression="resourceType")])
+    model = _model_class(resource_type)
+    if model is None:
+        raise FhirError(422, [Issue("resourceType: not a FHIR R4 resource type this server supports",
+                                    code="not-supported", expression="resourceType")])
+    return model
 
-    For a transaction, which fails as a whole. `validate_resource(bundle)` already covers the
-    entries; this is for callers that validate entries on their own.
-    """
-    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle" or bundle.get("type") not in _BATCH_TYPES:
-        raise FhirError(422, [Issue("Expected a batch or transaction Bundle", code="invalid", expression="Bundle.type")])
-    issues = [issue for error in bundle_entry_errors(bundle).values() for issue in error.issues]
-    if issues:
-        raise FhirError(422, issues)
 
-
-def _entry_issues(entry: Any, path: str) -> list[Issue]:
+def _entry_rule_issues(entry: Any, path: str) -> list[Issue]:
+    """What a batch or transaction asks of an entry beyond the Bundle model (R4 bdl-3, and a body to write)."""
     if not isinstance(entry, dict):
-        return [Issue(f"{path}: must be a JSON object", code="structure", expression=path)]
+        return []  # the walk reports it
     request = entry.get("request")
-    if not isinstance(request, dict):
+    if request is None:
         return [Issue(f"{path}.request: required in a batch or transaction", code="required",
                       expression=f"{path}.request")]
-    if request.get("method") not in ("POST", "PUT"):
-        return []
-    resource = entry.get("resource")
-    resource_path = f"{path}.resource"
-    if not isinstance(resource, dict):
-        return [Issue(f"{resource_path}: a POST or PUT entry needs a resource", code="required",
-                      expression=resource_path)]
+    if isinstance(request, dict) and request.get("method") in ("POST", "PUT") and entry.get("resource") is None:
+        return [Issue(f"{path}.resource: a POST or PUT entry needs a resource", code="required",
+                      expression=f"{path}.resource")]
+    return []
+
+
+def _nested_resource_issues(resource: dict, path: str) -> list[Issue]:
     resource_type = resource.get("resourceType")
     model = _model_class(resource_type) if isinstance(resource_type, str) else None
     if model is None:
-        return [_resource_type_issue(resource_type, resource_path)]
-    return _resource_issues(resource, model, resource_path, allow_conditional_refs=True)
+        return [_resource_type_issue(resource_type, path)]
+    return _resource_issues(resource, model, path, allow_conditional_refs=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,14 +208,17 @@ def _resource_issues(data: dict, model: type, path: str, allow_conditional_refs:
     walk.resource(data, model, path, depth=0)
     issues = walk.issues
     seen = {issue.expression for issue in issues}
-    for issue in _model_issues(data, model, path, fallback=not issues):
+    # fhir.resources raises KeyError/TypeError on a nested resource of unknown type: the walk has
+    # reported those, so the model sees a stand-in and still reports the rest.
+    checked = _replaced(data, walk.unknown_resources) if walk.unknown_resources else data
+    for issue in _model_issues(checked, model, path, fallback=not issues):
         if issue.expression not in seen:
             seen.add(issue.expression)
             issues.append(issue)
     return issues
 
 
-@lru_cache(maxsize=None)
+@cache
 def _model_class(resource_type: str) -> type | None:
     if resource_type not in R4_RESOURCE_TYPES:
         return None
@@ -217,7 +231,7 @@ def _model_class(resource_type: str) -> type | None:
 def _resource_type_issue(resource_type: Any, path: str) -> Issue:
     if not isinstance(resource_type, str):
         return Issue(f"{path}: the resource has no resourceType", code="structure", expression=path)
-    return Issue(f"{path}: the resourceType is not a FHIR R4 resource type this server supports",
+    return Issue(f"{path}.resourceType: not a FHIR R4 resource type this server supports",
                  code="not-supported", expression=f"{path}.resourceType")
 
 
@@ -225,7 +239,7 @@ def _resource_type_issue(resource_type: Any, path: str) -> Issue:
 class _Element:
     """What the JSON of one element must look like."""
 
-    kind: str  # "boolean" | "integer" | "decimal" | "string" | "object" | "resource"
+    kind: str  # "boolean" | "integer" | "decimal" | "string" | "uri" | "object" | "resource"
     model: type | None
     is_list: bool
     codes: tuple[str, ...] | None  # the codes of a required binding
@@ -242,7 +256,7 @@ class _Shape:
     choices: tuple[tuple[str, tuple[str, ...], bool], ...]  # (prefix, element names, required)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _shape(model: type) -> _Shape:
     binding_keys = [cls.__name__ for cls in model.__mro__]
     elements: dict[str, _Element] = {}
@@ -284,7 +298,9 @@ def _kind(annotation: Any) -> tuple[str, type | None, bool]:
     if hasattr(annotation, "get_model_klass"):
         child = annotation.get_model_klass()
         return ("resource" if child.__name__ == "Resource" else "object"), child, is_list
-    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+    base, *metadata = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Annotated else [annotation]
+    if any(type(item).__name__ in ("Uri", "Url", "Canonical") for item in metadata):
+        return "uri", None, is_list  # fhir.resources lets whitespace through
     if base is bool:
         return "boolean", None, is_list
     if base is int:
@@ -299,6 +315,7 @@ _JSON_TYPES = {
     "integer": "a JSON integer",
     "decimal": "a JSON number",
     "string": "a JSON string",
+    "uri": "a JSON string",
     "object": "a JSON object",
     "resource": "a JSON object (a resource)",
 }
@@ -311,7 +328,7 @@ def _json_type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "decimal":
         return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool)
-    if kind == "string":
+    if kind in ("string", "uri"):
         return isinstance(value, str)
     return isinstance(value, dict)
 
@@ -322,6 +339,7 @@ class _Walk:
     def __init__(self, allow_conditional_refs: bool) -> None:
         self.allow_conditional_refs = allow_conditional_refs
         self.issues: list[Issue] = []
+        self.unknown_resources: set[int] = set()  # id() of nested resources no model can validate
 
     def add(self, path: str, code: str, message: str) -> None:
         self.issues.append(Issue(f"{path}: {message}", code=code, expression=path))
@@ -369,6 +387,8 @@ class _Walk:
             self.nested_resource(value, path, depth)
         elif element.kind == "object":
             self.complex(value, _shape(element.model), path, depth + 1)
+        elif element.kind == "uri" and _WHITESPACE.search(value):
+            self.add(path, "invalid", "a uri, url or canonical must not contain whitespace")
         elif element.codes is not None and value not in element.codes:
             self.add(path, "code-invalid", "unknown code; the required value set allows " + ", ".join(element.codes))
         elif key == "reference" and shape.name == "Reference":
@@ -378,8 +398,8 @@ class _Walk:
         resource_type = node.get("resourceType")
         model = _model_class(resource_type) if isinstance(resource_type, str) else None
         if model is None:
-            issue = _resource_type_issue(resource_type, path)
-            self.issues.append(issue)
+            self.issues.append(_resource_type_issue(resource_type, path))
+            self.unknown_resources.add(id(node))
             return
         self.resource(node, model, path, depth + 1)
 
@@ -388,7 +408,7 @@ class _Walk:
             if name not in node and not _has_extension(node.get("_" + name)):
                 self.add(f"{path}.{name}", "required", f"required element of {shape.name} is missing")
         for prefix, names, required in shape.choices:
-            present = [name for name in names if name in node or f"_{name}" in node]
+            present = list(dict.fromkeys(key.removeprefix("_") for key in node if key.removeprefix("_") in names))
             if len(present) > 1:
                 self.add(f"{path}.{present[1]}", "invalid", f"only one of {prefix}[x] may be present")
             elif required and not present:
@@ -409,6 +429,20 @@ class _Walk:
                                           "transaction Bundle")
             return
         self.add(path, "invalid", _REF_RULE)
+
+
+_STAND_IN = {"resourceType": "Basic", "code": {"text": "stand-in for a resource of unknown type"}}
+
+
+def _replaced(node: Any, unknown: set[int]) -> Any:
+    """A copy of `node` with the nested resources in `unknown` (by id()) replaced by a valid stand-in."""
+    if id(node) in unknown:
+        return _STAND_IN
+    if isinstance(node, dict):
+        return {key: _replaced(value, unknown) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_replaced(item, unknown) for item in node]
+    return node
 
 
 def _has_extension(primitive_extension: Any) -> bool:
@@ -450,7 +484,7 @@ def _model_issues(data: dict, model: type, path: str, fallback: bool) -> list[Is
         model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
-    except Exception as exc:  # fhir.resources raises KeyError/TypeError on some malformed input
+    except Exception as exc:  # noqa: BLE001 - fhir.resources raises KeyError/TypeError on some bad input
         logger.info("fhir.resources could not validate a %s: %s", path, type(exc).__name__)
         if not fallback:
             return []

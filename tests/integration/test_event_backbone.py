@@ -1,0 +1,213 @@
+"""The event backbone against the real broker: outbox → relay → Kafka → consumer, exactly once in effect."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fhir.resources.R4B.bundle import Bundle
+from kafka import KafkaProducer
+
+from shared.events import kafka
+from shared.events.dlq import dead_letters
+from shared.events.envelope import build_event
+from shared.events.relay import OutboxRelay
+from shared.fhir.store import SQLiteStore
+from tests.support import effect_consumer
+from tests.support.broker import Broker
+from tests.support.processes import Proc
+from tests.support.waiting import wait_until
+
+TOPIC = "iop.careplan.events"
+BASE = "http://127.0.0.1:8082/fhir"
+
+
+def careplan(n: int, patient: str) -> dict:
+    return {"resourceType": "CarePlan", "id": f"cp-{n}", "meta": {"versionId": "1"}, "status": "active",
+            "intent": "plan", "subject": {"reference": f"Patient/{patient}"},
+            "identifier": [{"system": "urn:test:seq", "value": str(n)}]}
+
+
+def commit_events(store: SQLiteStore, numbers: range, patients: list[str]) -> list[str]:
+    """Commit one CarePlan event per number into the outbox; returns their ce_ids in commit order."""
+    ids = []
+    with store.transaction() as tx:
+        for n in numbers:
+            event = build_event("iop.careplan.created", BASE, patients[n % len(patients)],
+                                careplan(n, patients[n % len(patients)]))
+            tx.add_event(event)
+            ids.append(dict(event.headers)["ce_id"])
+    return ids
+
+
+@pytest.fixture
+def outbox(tmp_path: Path, broker: Broker) -> Iterator[SQLiteStore]:
+    """A producing store whose relay runs in a thread, as in a service's worker."""
+    store = SQLiteStore(tmp_path / "producer.db")
+    stop = threading.Event()
+    producer = kafka.producer(broker.bootstrap)
+    thread = threading.Thread(target=OutboxRelay(store, producer, poll_ms=5).run, args=(stop,), daemon=True)
+    thread.start()
+    yield store
+    stop.set()
+    thread.join(10)
+    producer.close(5)
+
+
+def effects(store: SQLiteStore, ce_ids: set[str]) -> list[tuple[int, str, str, str]]:
+    rows = store._conn().execute("SELECT n, ce_id, patient, subject FROM effect ORDER BY n").fetchall()
+    return [tuple(r) for r in rows if r[1] in ce_ids]
+
+
+def consumer_proc(db: Path, group: str, broker: Broker, log: Path, delay_ms: int = 0) -> Proc:
+    argv = [sys.executable, "-m", "tests.support.effect_consumer", str(db), group, TOPIC,
+            "--servers", broker.bootstrap, "--delay-ms", str(delay_ms)]
+    return Proc("effect-consumer", argv, None, log)
+
+
+def assert_in_commit_order_per_patient(rows: list[tuple]) -> None:
+    last: dict[str, int] = {}
+    for _, _, patient, subject in rows:
+        n = int(subject.split("/")[1].removeprefix("cp-"))
+        assert n > last.get(patient, -1), f"patient {patient}: event {n} applied after {last[patient]}"
+        last[patient] = n
+
+
+def test_given_a_consumer_killed_twice_mid_stream_then_every_effect_is_stored_exactly_once(
+        outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
+    db = tmp_path / "effects.db"
+    store = effect_consumer.effect_store(str(db))
+    group = f"test-exactly-once-{uuid.uuid4().hex[:8]}"
+    patients = [f"pt-{uuid.uuid4().hex[:6]}-{i}" for i in range(12)]
+    ids = set(commit_events(outbox, range(1000), patients))
+    proc = consumer_proc(db, group, broker, tmp_path / "consumer.log", delay_ms=2).start()
+    try:
+        for threshold in (250, 600):
+            wait_until(lambda t=threshold: len(effects(store, ids)) >= t, 90, what=f"{threshold} effects")
+            proc.kill()
+            proc = consumer_proc(db, group, broker, tmp_path / "consumer.log", delay_ms=2).start()
+        wait_until(lambda: len({r[1] for r in effects(store, ids)}) == 1000, 120, what="all 1000 effects")
+    finally:
+        proc.stop()
+    rows = effects(store, ids)
+    assert len(rows) == 1000, "an event took effect twice"
+    assert {r[1] for r in rows} == ids
+    assert_in_commit_order_per_patient(rows)
+
+
+def test_given_the_broker_restarts_mid_stream_then_relay_and_consumer_recover_with_nothing_lost_or_doubled(
+        outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
+    store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
+    group = f"test-restart-{uuid.uuid4().hex[:8]}"
+    patients = [f"pt-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
+    stop = threading.Event()
+    runner = effect_consumer.runner(store, broker.bootstrap, group, TOPIC)
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        ids = set(commit_events(outbox, range(150), patients))
+        wait_until(lambda: len(effects(store, ids)) >= 50, 60, what="first effects")
+        broker.restart()
+        ids |= set(commit_events(outbox, range(150, 300), patients))
+        wait_until(lambda: len({r[1] for r in effects(store, ids)}) == 300, 120, what="all 300 effects")
+    finally:
+        stop.set()
+        thread.join(30)
+    rows = effects(store, ids)
+    assert len(rows) == 300
+    assert_in_commit_order_per_patient(rows)
+
+
+def send_raw(broker: Broker, key: str, headers: list[tuple[str, str]], value: str) -> None:
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    producer.send(TOPIC, key=key.encode(), value=value.encode(), headers=[(k, v.encode()) for k, v in headers])
+    producer.flush(10)
+    producer.close(5)
+
+
+def test_given_poison_messages_then_they_land_in_the_dlq_with_a_reason_and_a_replay_applies_them_once(
+        broker: Broker, tmp_path: Path) -> None:
+    store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
+    group = f"test-poison-{uuid.uuid4().hex[:8]}"
+    blocked = f"pt-blocked-{uuid.uuid4().hex[:6]}"
+    store._conn().execute("INSERT INTO blocked VALUES (?)", (blocked,))
+    no_headers_key = f"pt-noheaders-{uuid.uuid4().hex[:6]}"
+    send_raw(broker, no_headers_key, [], json.dumps(careplan(1, no_headers_key)))
+    bad = build_event("iop.careplan.created", BASE, "pt-bad", dict(careplan(2, "pt-bad"), status="bogus"))
+    send_raw(broker, bad.key, bad.headers, bad.value)
+    held = build_event("iop.careplan.created", BASE, blocked, careplan(3, blocked))
+    send_raw(broker, held.key, held.headers, held.value)
+    good = build_event("iop.careplan.created", BASE, "pt-good", careplan(4, "pt-good"))
+    send_raw(broker, good.key, good.headers, good.value)
+    held_id, good_id, bad_id = (dict(e.headers)["ce_id"] for e in (held, good, bad))
+
+    stop = threading.Event()
+    runner = effect_consumer.runner(store, broker.bootstrap, group, TOPIC)
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: effects(store, {good_id}), 60, what="the good event applied after the poison ones")
+        def ours() -> list:
+            return [d for d in dead_letters(broker.bootstrap, TOPIC) if d.header("dlq_consumer_group") == group]
+
+        letters = wait_until(lambda: len(ours()) == 3 and ours(), 30, what="3 dead letters")
+        reasons = {(d.ce_id or d.key.decode()): d.header("dlq_error") for d in letters}
+        assert "invalid envelope" in reasons[no_headers_key] and "ce_type" in reasons[no_headers_key]
+        assert "not valid FHIR" in reasons[bad_id] and "Bundle.entry[0].resource.status" in reasons[bad_id]
+        assert "blocked" in reasons[held_id]
+        assert all(d.header("dlq_original_topic") == TOPIC and d.header("dlq_original_offset") for d in letters)
+        assert not effects(store, {held_id, bad_id})
+
+        store._conn().execute("DELETE FROM blocked")  # the cause is fixed
+        iop = [sys.executable, "-m", "shared.cli", "dlq", "replay", TOPIC, "--id", held_id]
+        env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "PATH": "/usr/bin:/bin"}
+        for _ in range(2):  # replaying twice still has one effect
+            out = subprocess.run(iop, env=env, capture_output=True, text=True, check=True)
+            assert "replayed 1 record" in out.stdout
+        wait_until(lambda: effects(store, {held_id}), 60, what="the replayed event applied")
+        wait_until(lambda: runner.skipped >= 1, 30, what="the second replay seen and skipped as a duplicate")
+        listed = subprocess.run([sys.executable, "-m", "shared.cli", "dlq", "list", TOPIC], env=env,
+                                capture_output=True, text=True, check=True).stdout
+        assert held_id in listed and "blocked" in listed
+    finally:
+        stop.set()
+        thread.join(30)
+    assert len(effects(store, {held_id})) == 1
+
+
+def test_an_independent_kafka_client_reads_the_cloudevents_headers_and_a_fhir_bundle(
+        outbox: SQLiteStore, broker: Broker) -> None:
+    from confluent_kafka import Consumer
+
+    patient = f"pt-independent-{uuid.uuid4().hex[:6]}"
+    (ce_id,) = commit_events(outbox, range(7, 8), [patient])
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"independent-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([TOPIC])
+    found = None
+    try:
+        def read() -> bool:
+            nonlocal found
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                headers = {k: v.decode() for k, v in (msg.headers() or [])}
+                if headers.get("ce_id") == ce_id:
+                    found = (msg.key().decode(), headers, msg.value())
+            return found is not None
+        wait_until(read, 60, interval=0, what="the event through confluent-kafka")
+    finally:
+        consumer.close()
+    key, headers, value = found
+    assert key == patient
+    assert headers["ce_specversion"] == "1.0" and headers["ce_type"] == "iop.careplan.created"
+    assert headers["ce_source"] == "/iop/careplan" and headers["ce_subject"] == "CarePlan/cp-7/_history/1"
+    assert headers["content-type"] == "application/fhir+json; fhirVersion=4.0"
+    assert headers["traceparent"].startswith("00-") and headers["ce_time"].endswith("Z")
+    bundle = Bundle.model_validate_json(value)
+    assert bundle.type == "collection"
+    assert bundle.entry[0].resource.get_resource_type() == "CarePlan"
