@@ -13,16 +13,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVICE_PORTS = {"intake": 8081, "careplan": 8082, "encounters": 8083, "aftercare": 8084}
 
 
-def _env(name: str, default: str) -> str:
+def env_str(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
     raw = os.environ.get(name)
     return int(raw) if raw not in (None, "") else default
 
 
-def _env_bool(name: str, default: bool) -> bool:
+def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw in (None, ""):
         return default
@@ -34,25 +34,27 @@ class Settings:
     """What one service process needs to know about its surroundings."""
 
     service: str
-    var_dir: Path = field(default_factory=lambda: Path(_env("IOP_VAR_DIR", str(ROOT / "var"))))
+    var_dir: Path = field(default_factory=lambda: Path(env_str("IOP_VAR_DIR", str(ROOT / "var"))))
     database: str = ""
     base_url: str = ""
-    kafka_bootstrap: str = field(default_factory=lambda: _env("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
-    max_body_bytes: int = field(default_factory=lambda: _env_int("IOP_MAX_BODY_BYTES", 5 * 1024 * 1024))
-    log_level: str = field(default_factory=lambda: _env("IOP_LOG_LEVEL", "INFO"))
-    consumer_max_attempts: int = field(default_factory=lambda: _env_int("IOP_CONSUMER_MAX_ATTEMPTS", 5))
-    consumer_backoff_ms: int = field(default_factory=lambda: _env_int("IOP_CONSUMER_BACKOFF_MS", 200))
-    relay_poll_ms: int = field(default_factory=lambda: _env_int("IOP_RELAY_POLL_MS", 5))
-    kafka_required: bool = field(default_factory=lambda: _env_bool("IOP_READY_REQUIRES_KAFKA", True))
+    kafka_bootstrap: str = field(default_factory=lambda: env_str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    max_body_bytes: int = field(default_factory=lambda: env_int("IOP_MAX_BODY_BYTES", 5 * 1024 * 1024))
+    log_level: str = field(default_factory=lambda: env_str("IOP_LOG_LEVEL", "INFO"))
+    consumer_max_attempts: int = field(default_factory=lambda: env_int("IOP_CONSUMER_MAX_ATTEMPTS", 5))
+    consumer_backoff_ms: int = field(default_factory=lambda: env_int("IOP_CONSUMER_BACKOFF_MS", 200))
+    relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
+    schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 2))
+    program_tz: str = field(default_factory=lambda: env_str("IOP_PROGRAM_TZ", "UTC"))
+    kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", True))
 
     def __post_init__(self) -> None:
         prefix = f"IOP_{self.service.upper()}_"
         if not self.database:
-            self.database = _env(prefix + "DB", str(self.var_dir / f"{self.service}.db"))
+            self.database = env_str(prefix + "DB", str(self.var_dir / f"{self.service}.db"))
         if not self.base_url:
             port = SERVICE_PORTS.get(self.service, 8080)
-            self.base_url = _env(prefix + "BASE_URL", f"http://127.0.0.1:{port}/fhir").rstrip("/")
+            self.base_url = env_str(prefix + "BASE_URL", f"http://127.0.0.1:{port}/fhir").rstrip("/")
 
     @property
     def port(self) -> int:
-        return _env_int(f"IOP_{self.service.upper()}_PORT", SERVICE_PORTS.get(self.service, 8080))
+        return env_int(f"IOP_{self.service.upper()}_PORT", SERVICE_PORTS.get(self.service, 8080))

@@ -36,7 +36,9 @@ class Log:
 
     def _log(self, level: int, msg: str, exc_info: bool = False, **fields: Any) -> None:
         if self._logger.isEnabledFor(level):
-            self._logger.log(level, msg, extra=fields, exc_info=exc_info)
+            # A field named like a LogRecord attribute ("created", "name") would be refused: suffix it.
+            extra = {(f"{k}_" if k in _RESERVED or k == "message" else k): v for k, v in fields.items()}
+            self._logger.log(level, msg, extra=extra, exc_info=exc_info)
 
     def debug(self, msg: str, **fields: Any) -> None:
         self._log(logging.DEBUG, msg, **fields)

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from flask import Flask, Response as FlaskResponse, g, request
+from flask import Flask, g, request
+from flask import Response as FlaskResponse
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared.config import Settings

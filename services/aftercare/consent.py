@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from shared import codes
+from shared.fhir.labels import add_part2_labels
 from shared.fhir.util import ref_id
 
 PART2_POLICY = "42CFRPart2"
@@ -71,11 +72,7 @@ def part2_notice() -> str:
 
 def ensure_labels(resource: dict) -> dict:
     """A copy of the resource whose meta.security keeps its labels and has every Part 2 label."""
-    labelled = copy.deepcopy(resource)
-    security = labelled.setdefault("meta", {}).setdefault("security", [])
-    present = {(label.get("system"), label.get("code")) for label in security}
-    security.extend(copy.deepcopy(lab) for lab in codes.PART2_LABELS if (lab["system"], lab["code"]) not in present)
-    return labelled
+    return add_part2_labels(copy.deepcopy(resource))
 
 
 def _evaluate(consent: dict, request: _Request) -> Decision:

@@ -1,4 +1,4 @@
-"""The aftercare service's worker process: outbox relay and event consumers (`python -m services.aftercare.worker`)."""
+"""The aftercare service's worker process (`python -m services.aftercare.worker`): relay and consumers."""
 from __future__ import annotations
 
 from services.aftercare.handlers import worker_spec

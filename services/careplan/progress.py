@@ -61,6 +61,9 @@ class AdjustmentSignal:
 
 
 def session_outcome(encounter: dict[str, Any]) -> SessionOutcome:
+    """Read an Encounter from `iop.encounter.*`; its id is what makes applying it twice harmless."""
+    if not encounter.get("id"):
+        raise ValueError("an Encounter without an id cannot be counted toward the plan")
     based_on = next((r["identifier"] for r in encounter.get("basedOn", [])
                      if r.get("identifier", {}).get("system") == CAREPLAN_ACTIVITY), None)
     careplan_id, _, index = (based_on or {}).get("value", "").rpartition("/")
@@ -88,6 +91,8 @@ def apply_session_outcome(careplan: dict[str, Any], session: SessionOutcome) -> 
     if outcome != REMOVED:
         refs.append(_outcome_reference(session, outcome))
     activity["outcomeReference"] = refs
+    if not refs:  # FHIR JSON has no empty arrays
+        del activity["outcomeReference"]
     _recount(updated)
     return updated, _streak_signals(careplan, updated, outcome)
 

@@ -1,4 +1,4 @@
-"""The careplan service's worker process: outbox relay and event consumers (`python -m services.careplan.worker`)."""
+"""The careplan service's worker process (`python -m services.careplan.worker`): relay and consumers."""
 from __future__ import annotations
 
 from services.careplan.handlers import worker_spec

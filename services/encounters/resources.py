@@ -1,12 +1,22 @@
-"""What the encounters service serves."""
+"""What the encounters service serves, and the session workflow that guards every Encounter write."""
 from __future__ import annotations
 
+from services.encounters.handlers import EncounterHandlers
 from shared.config import Settings
+from shared.events.outbox import Outbox
 from shared.fhir import params
-from shared.fhir.registry import Registry, ResourceDef
+from shared.fhir.labels import label_part2
+from shared.fhir.registry import Operation, Registry, Repository, ResourceDef
 
 
 def build_registry(settings: Settings) -> Registry:
     registry = Registry("encounters")
-    registry.add(ResourceDef("Encounter", params.ENCOUNTER))
+    handlers = EncounterHandlers(Repository(registry), Outbox(settings.base_url),
+                                 weeks_ahead=settings.schedule_weeks, program_tz=settings.program_tz)
+    registry.add(ResourceDef("Encounter", params.ENCOUNTER, before_write=[label_part2, handlers.check_workflow],
+                             after_write=[handlers.announce],
+                             doc="Therapy, psychoeducation and check-in sessions; status planned → arrived → "
+                                 "in-progress → finished, or cancelled with a reason (no-show among them)"))
+    registry.add_operation(Operation("record-group-attendance", "Encounter", False, handlers.record_group,
+                                     doc="One Encounter per attendee of a group session, in one transaction"))
     return registry

@@ -61,7 +61,7 @@ def planned_sessions(careplan: dict[str, Any], from_date: date, weeks: int) -> l
     sessions = [s for index, activity in enumerate(careplan.get("activity", []))
                 if activity.get("detail", {}).get("status") in LIVE_ACTIVITY
                 for s in _activity_sessions(careplan["id"], index, activity["detail"], from_date, until)]
-    return sorted(sessions, key=lambda s: (s.day, s.time_of_day, s.activity_index))
+    return sorted(sessions, key=_when)
 
 
 def reconcile(existing: list[PlannedSession], wanted: list[PlannedSession], *,
@@ -75,7 +75,7 @@ def reconcile(existing: list[PlannedSession], wanted: list[PlannedSession], *,
     present = [s for s in existing if first <= s.day <= last and s.status != "entered-in-error"]
     wanted_keys = {s.key for s in wanted if first <= s.day <= last}
     result = Reconciliation()
-    for key in sorted({s.key for s in present}):
+    for key in dict.fromkeys(s.key for s in sorted(present, key=_when)):  # chronological, each key once
         _reconcile_key(key, [s for s in present if s.key == key], key in wanted_keys, result)
     settled = {s.key for s in present if s.status in LIVE_SESSION or
                (s.status == "cancelled" and s.cancel_reason != RECREATE_AFTER)}
@@ -109,6 +109,10 @@ def session_from_encounter(encounter: dict[str, Any]) -> PlannedSession | None:
                               encounter.get("status", ""), cancellation_reason(encounter))
     except ValueError:
         return None
+
+
+def _when(session: PlannedSession) -> tuple[date, time, int]:
+    return session.day, session.time_of_day, session.activity_index
 
 
 def _reconcile_key(key: str, sessions: list[PlannedSession], wanted: bool, result: Reconciliation) -> None:

@@ -1,4 +1,4 @@
-"""The encounters service's worker process: outbox relay and event consumers (`python -m services.encounters.worker`)."""
+"""The encounters service's worker process (`python -m services.encounters.worker`): relay and consumers."""
 from __future__ import annotations
 
 from services.encounters.handlers import worker_spec

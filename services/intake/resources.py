@@ -1,19 +1,27 @@
-"""What the intake service serves."""
+"""What the intake service serves, and the rules that run when its resources are written."""
 from __future__ import annotations
 
+from services.intake.handlers import IntakeHandlers
 from shared.config import Settings
+from shared.events.outbox import Outbox
 from shared.fhir import params
-from shared.fhir.registry import Registry, ResourceDef
+from shared.fhir.labels import label_part2
+from shared.fhir.registry import Registry, Repository, ResourceDef
 
 
 def build_registry(settings: Settings) -> Registry:
     registry = Registry("intake")
-    registry.add(ResourceDef("Patient", params.PATIENT, doc="Patients, matched by the referral partner's identifier"))
+    handlers = IntakeHandlers(Repository(registry), Outbox(settings.base_url))
+    registry.add(ResourceDef("Patient", params.PATIENT, natural_key="identifier",
+                             doc="Patients, matched by the referral partner's identifier"))
     registry.add(ResourceDef("Questionnaire", params.QUESTIONNAIRE, read_only=True,
                              doc="The IOP intake and re-assessment questionnaires (read-only catalogue)"))
-    registry.add(ResourceDef("QuestionnaireResponse", params.QUESTIONNAIRE_RESPONSE))
-    registry.add(ResourceDef("Observation", params.OBSERVATION, doc="Instrument scores and the level-of-care "
-                                                                     "recommendation"))
-    registry.add(ResourceDef("ServiceRequest", params.SERVICE_REQUEST, doc="Incoming referrals to the IOP"))
-    registry.add(ResourceDef("Flag", params.FLAG, doc="Safety flags raised by intake"))
+    registry.add(ResourceDef("QuestionnaireResponse", params.QUESTIONNAIRE_RESPONSE,
+                             before_write=[label_part2, handlers.check_response], after_write=[handlers.on_response],
+                             doc="Intake and re-assessment responses; a completed one is scored and triaged"))
+    registry.add(ResourceDef("Observation", params.OBSERVATION, before_write=[label_part2],
+                             doc="Instrument scores and the level-of-care recommendation"))
+    registry.add(ResourceDef("ServiceRequest", params.SERVICE_REQUEST, before_write=[label_part2],
+                             doc="Incoming referrals to the IOP"))
+    registry.add(ResourceDef("Flag", params.FLAG, before_write=[label_part2], doc="Safety flags raised by intake"))
     return registry

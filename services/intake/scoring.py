@@ -143,6 +143,8 @@ def score_audit_c(answers: Answers, sex: str | None = None) -> AuditCScore | Non
     points, missing = _points_of(answers, AUDIT_C_POINTS)
     if not points:
         return None
+    if points.get("auditc-q1") == 0:
+        missing = ()  # never drinks: Q2 and Q3 are skipped and score 0
     total, cut_off = sum(points.values()), audit_c_cut_off(sex)
     band = "positive" if total >= cut_off else "negative"
     return AuditCScore("AUDIT-C", total, band, points, missing, cut_off)

@@ -1,4 +1,4 @@
-"""The intake service's worker process: outbox relay and event consumers (`python -m services.intake.worker`)."""
+"""The intake service's worker process (`python -m services.intake.worker`): relay and consumers."""
 from __future__ import annotations
 
 from services.intake.handlers import worker_spec

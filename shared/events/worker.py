@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kafka.errors import NoBrokersAvailable
+from kafka.errors import KafkaError
 
 from shared.config import Settings
 from shared.events import kafka
@@ -37,7 +37,7 @@ def _connect(make: Callable, stop: threading.Event, what: str):
     while not stop.is_set():
         try:
             return make()
-        except NoBrokersAvailable:
+        except KafkaError:
             log.warning("kafka not reachable yet", client=what, retry_s=delay)
             stop.wait(delay)
             delay = min(delay * 2, 5.0)

@@ -18,7 +18,7 @@ def page_links(url: str, params: list[tuple[str, str]], total: int, count: int, 
         return {"relation": relation, "url": f"{url}?{urlencode(query)}"}
 
     links = [link("self", offset)]
-    if offset + count < total:
+    if count and offset + count < total:  # _count=0 asks for the total only: no page follows
         links.append(link("next", offset + count))
     if offset > 0:
         links.append(link("previous", max(0, offset - count)))
@@ -31,8 +31,9 @@ def searchset(base: str, url: str, params: list[tuple[str, str]], page: Page, co
                for s in page.items]
     entries += [{"fullUrl": full_url(base, s), "resource": s.resource, "search": {"mode": "include"}}
                 for s in included]
-    return {"resourceType": "Bundle", "type": "searchset", "timestamp": now_instant(), "total": page.total,
-            "link": page_links(url, params, page.total, count, offset), "entry": entries}
+    bundle = {"resourceType": "Bundle", "type": "searchset", "timestamp": now_instant(), "total": page.total,
+              "link": page_links(url, params, page.total, count, offset)}
+    return {**bundle, "entry": entries} if entries else bundle  # FHIR JSON has no empty arrays
 
 
 def history_entry(base: str, s: Stored) -> dict[str, Any]:
@@ -48,6 +49,6 @@ def history_entry(base: str, s: Stored) -> dict[str, Any]:
 
 
 def history(base: str, url: str, page: Page, count: int, offset: int, params: list[tuple[str, str]]) -> dict:
-    return {"resourceType": "Bundle", "type": "history", "timestamp": now_instant(), "total": page.total,
-            "link": page_links(url, params, page.total, count, offset),
-            "entry": [history_entry(base, s) for s in page.items]}
+    bundle = {"resourceType": "Bundle", "type": "history", "timestamp": now_instant(), "total": page.total,
+              "link": page_links(url, params, page.total, count, offset)}
+    return {**bundle, "entry": [history_entry(base, s) for s in page.items]} if page.items else bundle

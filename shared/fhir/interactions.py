@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -30,8 +32,13 @@ def parse_etag(raw: str | None) -> int | None:
     return int(value)
 
 
+def http_date(instant: str) -> str:
+    """A FHIR instant as an HTTP-date (RFC 9110), the only form a Last-Modified header may take."""
+    return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
+
+
 def resource_response(base: str, stored: Stored, status: int) -> Response:
-    headers = {"ETag": stored.etag, "Last-Modified": stored.last_updated,
+    headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated),
                "Location": f"{base}/{stored.type}/{stored.id}/_history/{stored.version}"}
     if status == 200:
         headers.pop("Location")
@@ -95,8 +102,10 @@ class FhirApi:
     # -- write side ------------------------------------------------------------------------
     def create(self, tx: Transaction, resource: dict, if_none_exist: str | None = None) -> Response:
         rtype = resource.get("resourceType", "")
-        if self.registry.get(rtype).read_only:
+        rdef = self.registry.get(rtype)
+        if rdef.read_only:
             raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        if_none_exist = if_none_exist or rdef.natural_criteria(resource)
         if if_none_exist:
             matches = self.find(rtype, if_none_exist)
             if len(matches) > 1:

@@ -54,3 +54,6 @@ AUDIT_EVENT = [P("patient", "reference", "entity.what"), P("entity", "reference"
                P("subtype", "token", "subtype"), P("outcome", "token", "outcome"), P("action", "token", "action")]
 PROVENANCE = [P("target", "reference", "target"), P("patient", "reference", "target"),
               P("recorded", "date", "recorded"), P("entity", "reference", "entity.what")]
+TASK = [P("patient", "reference", "for"), P("subject", "reference", "for"), P("status", "token", "status"),
+        P("intent", "token", "intent"), P("focus", "reference", "focus"), P("code", "token", "code"),
+        P("authored-on", "date", "authoredOn"), P("business-status", "token", "businessStatus")]

@@ -33,6 +33,17 @@ class ResourceDef:
     before_write: list[BeforeWrite] = field(default_factory=list)
     after_write: list[AfterWrite] = field(default_factory=list)
     doc: str = ""
+    # A token search parameter that identifies the real-world thing (e.g. a Patient's identifier):
+    # a create without If-None-Exist still matches an existing resource on it, never duplicates it.
+    natural_key: str | None = None
+
+    def natural_criteria(self, resource: dict[str, Any]) -> str | None:
+        if self.natural_key is None:
+            return None
+        for ident in resource.get(self.natural_key) or []:
+            if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
+                return f"{self.natural_key}={ident['system']}|{ident['value']}"
+        return None
 
     def param(self, name: str) -> SearchParam | None:
         return next((p for p in (*COMMON_PARAMS, *self.params) if p.name == name), None)

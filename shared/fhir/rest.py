@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import Blueprint, Flask, Response as FlaskResponse, request
+from flask import Blueprint, Flask, request
+from flask import Response as FlaskResponse
 
 from shared.fhir.capability import capability_statement
 from shared.fhir.interactions import FhirApi, Response, not_found_operation
@@ -47,11 +48,23 @@ def prefer(name: str) -> str | None:
 def shaped(resp: Response) -> FlaskResponse:
     """Honour Prefer: return=minimal | representation | OperationOutcome on writes."""
     wanted = prefer("return")
-    if wanted == "minimal":
+    if wanted == "minimal" or resp.status == 204:  # a 204 has no body, whatever the client prefers
         return fhir_response(resp.status, None, resp.headers)
     if wanted == "OperationOutcome":
         return fhir_response(resp.status, informational(f"done: {resp.status}"), resp.headers)
     return fhir_response(resp.status, resp.body, resp.headers)
+
+
+def as_read(resp: Response) -> FlaskResponse:
+    """A read answers with the resource: Prefer return= applies to writes only."""
+    return fhir_response(resp.status, resp.body, resp.headers)
+
+
+def reject_dot_segments() -> None:
+    """`.` and `..` are never ids: refuse them before any route treats them as one (path traversal)."""
+    segments = request.path.split("/")
+    if segments[1:2] == ["fhir"] and any(segment in (".", "..") for segment in segments):
+        raise FhirError.single(400, "a FHIR URL has no '.' or '..' segments", code="invalid")
 
 
 def search_items() -> list[tuple[str, str]]:
@@ -106,8 +119,9 @@ class FhirEndpoints:
     def instance(self, rtype: str, rid: str) -> FlaskResponse:
         if rid.startswith("$"):
             return self.operation(rtype, None, rid[1:])
+        check_id(rid)  # before the body: a bad URL is a 400 whatever the body holds
         if request.method == "GET":
-            return shaped(self.api.read(rtype, rid))
+            return as_read(self.api.read(rtype, rid))
         if request.method == "POST":
             raise FhirError.single(405, "POST a new resource to the type, not to an instance", code="not-supported")
         if request.method == "DELETE":
@@ -165,6 +179,7 @@ def mount_fhir(app: Flask, endpoints: FhirEndpoints) -> None:
                     lambda rtype, rid: fhir_response(200, api.history(rtype, rid, search_items()).body),
                     methods=["GET"])
     bp.add_url_rule("/<rtype>/<rid>/_history/<vid>", "vread",
-                    lambda rtype, rid, vid: shaped(api.vread(rtype, rid, vid)), methods=["GET"])
+                    lambda rtype, rid, vid: as_read(api.vread(rtype, rid, vid)), methods=["GET"])
     bp.add_url_rule("/<rtype>/<rid>/<op>", "instance_op", e.instance_operation, methods=["GET", "POST"])
     app.register_blueprint(bp)
+    app.before_request(reject_dot_segments)  # the app's, not the blueprint's: it must see unrouted paths too

@@ -127,9 +127,12 @@ def reference_condition(name: str, raw: str, target: str | None) -> tuple[str, l
         if "/" in value:
             alternatives.append("s.value=?")
             args.append(value.rsplit("/", 2)[-2] + "/" + value.rsplit("/", 1)[-1] if "://" in value else value)
-        else:
-            alternatives.append("s.value LIKE ?")
-            args.append(f"{target}/{value}" if target else f"%/{value}")
+        elif target:
+            alternatives.append("s.value=?")
+            args.append(f"{target}/{value}")
+        else:  # a bare id, of any type; GLOB because ids are case-sensitive and LIKE is not
+            alternatives.append("s.value GLOB ?")
+            args.append("*/" + "".join(f"[{c}]" if c in "*?[" else c for c in value))
     return _SUB + "(" + " OR ".join(alternatives) + "))", args
 
 

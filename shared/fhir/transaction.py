@@ -16,7 +16,7 @@ from shared.fhir.interactions import FhirApi, Response
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
 from shared.fhir.store import Transaction
 from shared.fhir.util import now_instant
-from shared.fhir.validation import validate_bundle_entries
+from shared.fhir.validation import bundle_entry_errors, validate_bundle_entries
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -45,6 +45,37 @@ def _conditional_refs(node: Any, found: set[str]) -> set[str]:
     return found
 
 
+def _references(node: Any, found: set[str]) -> set[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("reference"), str):
+            found.add(node["reference"])
+        for v in node.values():
+            _references(v, found)
+    elif isinstance(node, list):
+        for v in node:
+            _references(v, found)
+    return found
+
+
+def processing_order(entries: list[dict]) -> list[int]:
+    """FHIR's order by method (DELETE, POST, PUT, GET), and within it every entry after the entries it
+    references, so that a write's business rules (a response's Patient must exist) see what it points at."""
+    by_url = {e["fullUrl"]: i for i, e in enumerate(entries) if e.get("fullUrl")}
+    needs = {i: {by_url[r] for r in _references(e.get("resource") or {}, set()) if by_url.get(r, i) != i}
+             for i, e in enumerate(entries)}
+    depth: dict[int, int] = {}
+
+    def depth_of(i: int, path: frozenset[int]) -> int:
+        if i not in depth:
+            if i in path:
+                return 0  # a reference cycle: the Bundle's own order decides
+            depth[i] = 1 + max((depth_of(j, path | {i}) for j in needs[i]), default=-1)
+        return depth[i]
+
+    return sorted(range(len(entries)), key=lambda i: (
+        ORDER.get(entries[i].get("request", {}).get("method"), 9), depth_of(i, frozenset()), i))
+
+
 def _entry_response(resp: Response) -> dict[str, Any]:
     status = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}.get(resp.status, str(resp.status))
     out: dict[str, Any] = {"status": status}
@@ -53,6 +84,16 @@ def _entry_response(resp: Response) -> dict[str, Any]:
         out["etag"] = resp.stored.etag
         out["lastModified"] = resp.stored.last_updated
     return out
+
+
+def _refusal(error: FhirError) -> dict[str, Any]:
+    return {"response": {"status": str(error.status), "outcome": operation_outcome(error.issues)}}
+
+
+def _without_entries(bundle: dict[str, Any], drop: set[int]) -> dict[str, Any]:
+    kept = [e for i, e in enumerate(bundle.get("entry", [])) if i not in drop]
+    shell = {k: v for k, v in bundle.items() if k != "entry"}
+    return {**shell, "entry": kept} if kept else shell
 
 
 class BundleProcessor:
@@ -64,12 +105,16 @@ class BundleProcessor:
         if kind not in ("transaction", "batch"):
             raise FhirError.single(422, "the service base accepts Bundles of type transaction or batch",
                                    code="invalid", expression="Bundle.type")
-        validate_bundle_entries(bundle)
         entries = bundle.get("entry", [])
         if kind == "transaction":
+            validate_bundle_entries(bundle)
             results = self.transaction(tx, entries)
         else:
-            results = [self.batch_entry(tx, e, i) for i, e in enumerate(entries)]
+            # A batch answers each entry on its own: an invalid entry fails alone, the Bundle around it must not.
+            refused = bundle_entry_errors(bundle)
+            validate_bundle_entries(_without_entries(bundle, set(refused)))
+            results = [_refusal(refused[i]) if i in refused else self.batch_entry(tx, e, i)
+                       for i, e in enumerate(entries)]
         return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": f"{kind}-response",
                 "timestamp": now_instant(), "entry": results}
 
@@ -83,8 +128,9 @@ class BundleProcessor:
                 continue
             rtype = res.get("resourceType", "")
             new_id = str(uuid.uuid4())
-            if req.get("ifNoneExist"):
-                found = self.api.find(rtype, req["ifNoneExist"])
+            criteria = req.get("ifNoneExist") or self.api.registry.get(rtype).natural_criteria(res)
+            if criteria:
+                found = self.api.find(rtype, criteria)
                 if len(found) > 1:
                     raise FhirError.single(412, f"entry {i}: ifNoneExist matched more than one resource",
                                            code="duplicate", expression=f"Bundle.entry[{i}].request.ifNoneExist")
@@ -111,8 +157,7 @@ class BundleProcessor:
         mapping, matched = self._assign_ids(entries)
         self._resolve_conditionals(entries, mapping)
         results: dict[int, dict] = {}
-        order = sorted(range(len(entries)), key=lambda i: ORDER.get(entries[i].get("request", {}).get("method"), 9))
-        for i in order:
+        for i in processing_order(entries):
             entry = entries[i]
             if i in matched:
                 results[i] = {"response": _entry_response(matched[i])}
@@ -140,13 +185,19 @@ class BundleProcessor:
             resp = self.execute(tx, entry)
             return {"response": _entry_response(resp), **({"resource": resp.body} if resp.body else {})}
         except FhirError as exc:
-            return {"response": {"status": str(exc.status), "outcome": operation_outcome(exc.issues)}}
+            return _refusal(exc)
 
     def execute(self, tx: Transaction, entry: dict) -> Response:
         req = entry.get("request") or {}
         method, url = req.get("method"), (req.get("url") or "").split("?")[0].strip("/")
         parts = url.split("/")
         if method == "POST":
+            rtype = entry["resource"].get("resourceType", "")
+            if parts != [rtype]:
+                raise FhirError.single(400, f"a POST entry's request.url must be its resource type ({rtype})",
+                                       code="invalid")
+            if self.api.registry.get(rtype).read_only:
+                raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
             stored = self.api.repo.create(tx, entry["resource"], rid=entry.get("_id"))
             return Response(201, stored.resource, stored=stored)
         if method == "PUT" and len(parts) == 2:

@@ -51,6 +51,7 @@ _REF_RULE = (
 )
 _MAX_WALK_DEPTH = 200
 _BATCH_TYPES = ("batch", "transaction")
+_BUNDLE_ENTRY = get_fhir_model_class("BundleEntry")
 
 
 # ---------------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ _BATCH_TYPES = ("batch", "transaction")
 def parse_json(body: bytes, max_depth: int = 64) -> dict:
     """Decode a request body into a JSON object, or raise FhirError(400, code "structure")."""
     try:
-        text = body.decode("utf-8-sig")
+        text = body if isinstance(body, str) else bytes(body).decode("utf-8-sig")
     except UnicodeDecodeError:
         raise _malformed("The body is not valid UTF-8") from None
     if _nested_deeper_than(text, max_depth):
@@ -115,14 +116,15 @@ def validate_resource(data: dict, expected_type: str | None = None, *, allow_con
     """Return `data` itself when it is a valid FHIR R4 resource, else raise FhirError.
 
     400 when `resourceType` is missing; 422 for any other problem, one issue per problem.
-    `expected_type` is the type of the endpoint the resource was sent to. A batch or
-    transaction Bundle is checked whole, entries included, and conditional references
-    (`Type?params`) are allowed inside it.
+    `expected_type` is the type of the endpoint the resource was sent to. A Bundle is checked
+    whole, entries included; conditional references (`Type?params`) are allowed inside a
+    transaction (only a transaction resolves them) or where the caller says so.
     """
     model = _endpoint_model(data, expected_type)
     resource_type = data["resourceType"]
     batch = resource_type == "Bundle" and data.get("type") in _BATCH_TYPES
-    issues = _resource_issues(data, model, resource_type, allow_conditional_refs or batch)
+    conditional = allow_conditional_refs or (batch and data.get("type") == "transaction")
+    issues = _resource_issues(data, model, resource_type, conditional)
     if batch:
         entries = data.get("entry")
         for index, entry in enumerate(entries if isinstance(entries, list) else []):
@@ -136,8 +138,8 @@ def validate_bundle_entries(bundle: dict) -> None:
     """Check a batch or transaction Bundle posted to the service base, entries and their resources.
 
     Raises FhirError(422) with every problem, paths such as `Bundle.entry[3].resource.status`;
-    `urn:uuid:` and conditional references are allowed. A resource that passed here needs no
-    second validation when its entry is executed.
+    `urn:uuid:` references are allowed, and conditional ones in a transaction. A resource that
+    passed here needs no second validation when its entry is executed.
     """
     if not isinstance(bundle, dict) or bundle.get("type") not in _BATCH_TYPES:
         raise FhirError(422, [Issue("Bundle.type: expected a batch or transaction Bundle", code="invalid",
@@ -148,16 +150,18 @@ def validate_bundle_entries(bundle: dict) -> None:
 def bundle_entry_errors(bundle: dict) -> dict[int, FhirError]:
     """The errors of each entry of a batch or transaction Bundle, by entry index; empty when all are valid.
 
-    For a batch, which answers each entry on its own: only the entries with a problem fail.
+    For a batch, which answers each entry on its own: only the entries with a problem fail, and
+    the Bundle without them passes `validate_bundle_entries` unless its own elements are wrong.
     """
     errors: dict[int, FhirError] = {}
     entries = bundle.get("entry") if isinstance(bundle, dict) else None
+    conditional = isinstance(bundle, dict) and bundle.get("type") == "transaction"
     for index, entry in enumerate(entries if isinstance(entries, list) else []):
         path = f"Bundle.entry[{index}]"
-        issues = _entry_rule_issues(entry, path)
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if not issues and isinstance(resource, dict):
-            issues = _nested_resource_issues(resource, f"{path}.resource")
+        if not isinstance(entry, dict):
+            issues = [Issue(f"{path}: must be a JSON object", code="structure", expression=path)]
+        else:
+            issues = _resource_issues(entry, _BUNDLE_ENTRY, path, conditional) + _entry_rule_issues(entry, path)
         if issues:
             errors[index] = FhirError(422, issues)
     return errors
@@ -178,25 +182,21 @@ def _endpoint_model(data: Any, expected_type: str | None) -> type:
 
 
 def _entry_rule_issues(entry: Any, path: str) -> list[Issue]:
-    """What a batch or transaction asks of an entry beyond the Bundle model (R4 bdl-3, and a body to write)."""
+    """What a batch or transaction asks of an entry beyond the Bundle model (R4 bdl-3, bdl-4, a body to write)."""
     if not isinstance(entry, dict):
         return []  # the walk reports it
+    issues = []
+    if "response" in entry:
+        issues.append(Issue(f"{path}.response: not allowed in a batch or transaction", code="invalid",
+                            expression=f"{path}.response"))
     request = entry.get("request")
     if request is None:
-        return [Issue(f"{path}.request: required in a batch or transaction", code="required",
-                      expression=f"{path}.request")]
-    if isinstance(request, dict) and request.get("method") in ("POST", "PUT") and entry.get("resource") is None:
-        return [Issue(f"{path}.resource: a POST or PUT entry needs a resource", code="required",
-                      expression=f"{path}.resource")]
-    return []
-
-
-def _nested_resource_issues(resource: dict, path: str) -> list[Issue]:
-    resource_type = resource.get("resourceType")
-    model = _model_class(resource_type) if isinstance(resource_type, str) else None
-    if model is None:
-        return [_resource_type_issue(resource_type, path)]
-    return _resource_issues(resource, model, path, allow_conditional_refs=True)
+        issues.append(Issue(f"{path}.request: required in a batch or transaction", code="required",
+                            expression=f"{path}.request"))
+    elif isinstance(request, dict) and request.get("method") in ("POST", "PUT") and entry.get("resource") is None:
+        issues.append(Issue(f"{path}.resource: a POST or PUT entry needs a resource", code="required",
+                            expression=f"{path}.resource"))
+    return issues
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,6 +204,7 @@ def _nested_resource_issues(resource: dict, path: str) -> list[Issue]:
 
 
 def _resource_issues(data: dict, model: type, path: str, allow_conditional_refs: bool) -> list[Issue]:
+    """The problems of a resource (or of a Bundle entry: `model` may be an element's)."""
     walk = _Walk(allow_conditional_refs)
     walk.resource(data, model, path, depth=0)
     issues = walk.issues
@@ -345,10 +346,11 @@ class _Walk:
         self.issues.append(Issue(f"{path}: {message}", code=code, expression=path))
 
     def resource(self, node: dict, model: type, path: str, depth: int) -> None:
+        shape = _shape(model)
         resource_id = node.get("id")
-        if isinstance(resource_id, str) and not ID_PATTERN.fullmatch(resource_id):
+        if shape.is_resource and isinstance(resource_id, str) and not ID_PATTERN.fullmatch(resource_id):
             self.add(f"{path}.id", "invalid", _ID_RULE)
-        self.complex(node, _shape(model), path, depth)
+        self.complex(node, shape, path, depth)
 
     def complex(self, node: dict, shape: _Shape, path: str, depth: int) -> None:
         if depth > _MAX_WALK_DEPTH:
@@ -425,8 +427,7 @@ class _Walk:
         conditional = _CONDITIONAL_REF.fullmatch(reference)
         if conditional and conditional.group(1) in R4_RESOURCE_TYPES:
             if not self.allow_conditional_refs:
-                self.add(path, "invalid", "a conditional reference (Type?params) is only allowed in a batch or "
-                                          "transaction Bundle")
+                self.add(path, "invalid", "a conditional reference (Type?params) is only allowed in a transaction")
             return
         self.add(path, "invalid", _REF_RULE)
 
@@ -510,6 +511,9 @@ def _issue_from_error(error: dict, root: str) -> Issue:
     return Issue(f"{path}: {message}", code=code, expression=path)
 
 
+_NOT_ELEMENTS = frozenset({"root", "__root__", "str", "int", "float", "bool", "list", "dict"})  # validator tags
+
+
 def _expression(root: str, loc: tuple) -> str:
     """A FHIRPath-like path from a pydantic `loc`, in JSON names."""
     path = root
@@ -518,7 +522,7 @@ def _expression(root: str, loc: tuple) -> str:
             path += f"[{part}]"
         elif part == "resource_type":
             path += ".resourceType"
-        elif part not in ("root", "__root__") and part.isidentifier():  # drops union and validator tags
+        elif part.isidentifier() and part not in _NOT_ELEMENTS:
             if part.endswith("__ext"):
                 part = "_" + part.removesuffix("__ext")
             path += "." + part.removesuffix("_fhir")

@@ -33,8 +33,9 @@ def _patient(patient_id: str) -> dict[str, Any]:
 def _questionnaire_response(patient_id: str) -> dict[str, Any]:
     return {"resourceType": "QuestionnaireResponse", "questionnaire": IOP_INTAKE, "status": "in-progress",
             "subject": {"reference": f"Patient/{patient_id}"}, "authored": "2025-03-03T09:30:00Z",
-            "item": [{"linkId": "referral", "item": [{"linkId": "referral-source",
-                                                      "answer": [{"valueString": "primary care"}]}]}]}
+            "item": [{"linkId": "referral", "item": [{"linkId": "referral-source", "answer": [{"valueCoding": {
+                "system": "https://iop-suite.org/fhir/CodeSystem/intake-answer", "code": "primary-care",
+                "display": "Primary care"}}]}]}]}
 
 
 def _observation(patient_id: str) -> dict[str, Any]:
@@ -79,6 +80,13 @@ def _goal(patient_id: str) -> dict[str, Any]:
     return {"resourceType": "Goal", "lifecycleStatus": "proposed",
             "description": {"text": "Attend at least 80% of scheduled group sessions"},
             "subject": {"reference": f"Patient/{patient_id}"}, "startDate": "2025-03-04"}
+
+
+def _task(patient_id: str) -> dict[str, Any]:
+    return {"resourceType": "Task", "status": "requested", "intent": "order",
+            "code": {"text": "Review the treatment plan"},
+            "description": "Two missed group sessions this week: review attendance with the patient",
+            "for": {"reference": f"Patient/{patient_id}"}, "authoredOn": "2025-03-12T08:00:00Z"}
 
 
 def _encounter(patient_id: str) -> dict[str, Any]:
@@ -128,7 +136,8 @@ def _questionnaire(patient_id: str) -> dict[str, Any]:
 EXAMPLES: dict[str, Callable[[str], dict[str, Any]]] = {
     "Patient": _patient, "Questionnaire": _questionnaire, "QuestionnaireResponse": _questionnaire_response,
     "Observation": _observation, "ServiceRequest": _service_request, "Flag": _flag,
-    "EpisodeOfCare": _episode_of_care, "CarePlan": _care_plan, "Goal": _goal, "Encounter": _encounter,
+    "EpisodeOfCare": _episode_of_care, "CarePlan": _care_plan, "Goal": _goal, "Task": _task,
+    "Encounter": _encounter,
     "Consent": _consent, "Subscription": _subscription,
 }
 
@@ -159,6 +168,7 @@ SHAPES: dict[str, Shape] = {
     "EpisodeOfCare": Shape("status", "status", "planned", ("period", "start"), "patient"),
     "CarePlan": Shape("status", "status", "active", ("created",), "subject"),
     "Goal": Shape("lifecycle-status", "lifecycleStatus", "active", ("startDate",), "subject"),
+    "Task": Shape("status", "status", "accepted", ("authoredOn",), "patient"),
     "Encounter": Shape("status", "status", "arrived", ("period", "start"), "subject"),
     "Consent": Shape("status", "status", "proposed", ("dateTime",), "patient"),
     "Subscription": Shape("status", "status", "off", ("end",), None),

@@ -1,4 +1,5 @@
 """Given a subscription and events, when aftercare notifies the EHR, then it posts Backport-IG R4 Bundles."""
+import copy
 from datetime import date
 
 import pytest
@@ -153,6 +154,13 @@ def test_full_resource_without_resources_falls_back_to_references():
     bundle = notification_bundle(spec("full-resource"), "sub-1", "active", "event-notification", [event], 3, BASE)
     assert bundle["entry"][1] == {"fullUrl": f"{BASE}CarePlan/x", "request": {"method": "GET", "url": "CarePlan/x"},
                                   "response": {"status": "200"}}
+
+
+def test_the_events_resources_are_not_modified():
+    event = events(7)[0]
+    before = copy.deepcopy(event.resources)
+    notification_bundle(spec("full-resource"), "sub-1", "active", "event-notification", [event], 7, BASE)
+    assert event.resources == before and "extension" not in event.resources[0]["meta"]
 
 
 def test_resending_does_not_duplicate_labels_or_marks():

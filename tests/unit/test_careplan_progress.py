@@ -136,6 +136,12 @@ def test_an_encounter_entered_in_error_is_taken_back_out():
     assert _counts(careplan)["attended"] == 1 and signals == []
 
 
+def test_taking_back_the_only_session_leaves_no_empty_outcome_list():
+    careplan, _ = _apply(CAREPLAN, _session("a", "finished", 3), _session("a", "entered-in-error", 3))
+    assert "outcomeReference" not in careplan["activity"][GROUP] and attendance_rate(careplan) is None
+    CarePlan.model_validate(careplan)
+
+
 @pytest.mark.parametrize("session", [
     _session("x", "entered-in-error", 3),                                      # never applied
     _session("x", "planned", 3), _session("x", "arrived", 3),                  # not held yet
@@ -221,3 +227,8 @@ def test_goals_without_a_baseline_or_no_longer_active_are_left_alone():
     closed = {**_phq9_goal(), "lifecycleStatus": "cancelled"}
     no_baseline = {k: v for k, v in _phq9_goal().items() if k != "extension"}
     assert update_goals([closed, no_baseline], {codes.PHQ9_TOTAL: 2}) == ([], [])
+
+
+def test_an_encounter_without_an_id_cannot_be_counted():
+    with pytest.raises(ValueError, match="without an id"):
+        session_outcome({"resourceType": "Encounter", "status": "finished"})

@@ -645,15 +645,35 @@ def test_conditional_references_are_not_allowed_in_other_bundles():
     assert issues_of_error(error) == [("Bundle.entry[1].resource.requester.reference", "invalid")]
 
 
+def test_conditional_references_are_for_transactions_only():
+    bundle = referral_transaction()
+    bundle["type"] = "batch"
+
+    with pytest.raises(FhirError) as excinfo:
+        validate_bundle_entries(bundle)
+
+    assert issues_of(excinfo) == [("Bundle.entry[1].resource.requester.reference", "invalid")]
+    assert list(bundle_entry_errors(bundle)) == [1]
+
+
 def test_a_batch_answers_each_entry_on_its_own():
     bundle = referral_transaction()
     bundle["type"] = "batch"
+    bundle["entry"][1]["resource"]["requester"]["reference"] = "Organization/partner"
     bundle["entry"][1]["resource"]["intent"] = "wish"
+
+    bundle["entry"].append({"request": {"method": "POST", "url": "Patient"}, "resource": {"resourceType": "Patient"},
+                            "fullUrl": "urn:uuid:not a uuid", "response": {"status": "201"}})
+    bundle["entry"].append({"request": {"method": "DELETE", "url": "Patient/1", "ifMatch": 1}})
 
     errors = bundle_entry_errors(bundle)
 
-    assert list(errors) == [1]
+    assert list(errors) == [1, 3, 4]
     assert [(i.expression, i.code) for i in errors[1].issues] == [("Bundle.entry[1].resource.intent", "code-invalid")]
+    assert {i.expression for i in errors[3].issues} == {"Bundle.entry[3].fullUrl", "Bundle.entry[3].response"}
+    assert [i.expression for i in errors[4].issues] == ["Bundle.entry[4].request.ifMatch"]
+    valid = [entry for index, entry in enumerate(bundle["entry"]) if index not in errors]
+    assert validate_bundle_entries(dict(bundle, entry=valid)) is None
 
 
 # --- values never come back in messages ---------------------------------------------------------------------------

@@ -142,6 +142,12 @@ def test_audit_c_flags_points_only_from_q1():
     assert score_audit_c(audit_c("LA6270-8")).points_only_from_q1 is False
 
 
+def test_audit_c_never_drinking_skips_q2_and_q3():
+    result = score_audit_c({"auditc-q1": [loinc("LA6270-8")]}, "female")
+    assert (result.total, result.band, result.complete) == (0, "negative", True)
+    assert score_audit_c({"auditc-q1": [loinc("LA18926-8")]}).missing == ("auditc-q2", "auditc-q3")
+
+
 def test_audit_c_maximum_is_12():
     assert score_audit_c(audit_c("LA18929-2", "LA18932-6", "LA18934-2")).total == 12
 
