@@ -115,8 +115,9 @@ class BundleProcessor:
             validate_bundle_entries(_without_entries(bundle, set(refused)))
             results = [_refusal(refused[i]) if i in refused else self.batch_entry(tx, e, i)
                        for i, e in enumerate(entries)]
-        return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": f"{kind}-response",
-                "timestamp": now_instant(), "entry": results}
+        response = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": f"{kind}-response",
+                    "timestamp": now_instant()}
+        return {**response, "entry": results} if results else response
 
     def _assign_ids(self, entries: list[dict]) -> tuple[dict[str, str], dict[int, Response]]:
         """Map each POST entry's fullUrl to its new (or conditionally matched) Type/id."""
