@@ -44,3 +44,7 @@ PART2_LABELS = [
     {"system": V3_ACT_CODE, "code": "SUD", "display": "substance use disorder information sensitivity"},
     {"system": V3_ACT_CODE, "code": "NORDSCLCD", "display": "no redisclosure without consent directive"},
 ]
+
+# A session that counts as an aftercare check-in: the encounters service's check-in kind (HCPCS H0004),
+# or the step-down plan's check-in activity (SNOMED 390906007 "Follow-up encounter").
+CHECKIN_CODES = frozenset({(HCPCS, "H0004"), (SNOMED, "390906007")})

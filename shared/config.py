@@ -45,6 +45,10 @@ class Settings:
     relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
     schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 2))
     program_tz: str = field(default_factory=lambda: env_str("IOP_PROGRAM_TZ", "UTC"))
+    delivery_backoff_base_s: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_BACKOFF_BASE_S", "2")))
+    delivery_backoff_cap_s: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_BACKOFF_CAP_S", "900")))
+    delivery_give_up_hours: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_GIVE_UP_HOURS", "24")))
+    checkin_sweep_s: int = field(default_factory=lambda: env_int("IOP_CHECKIN_SWEEP_S", 300))
     kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", True))
 
     def __post_init__(self) -> None:

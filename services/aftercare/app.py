@@ -12,4 +12,5 @@ from shared.web import service_app
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = Settings("aftercare", **(config or {}))
-    return service_app(settings, build_registry(settings))
+    registry, _ = build_registry(settings)
+    return service_app(settings, registry)

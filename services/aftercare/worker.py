@@ -1,7 +1,7 @@
 """The aftercare service's worker process (`python -m services.aftercare.worker`): relay and consumers."""
 from __future__ import annotations
 
-from services.aftercare.handlers import worker_spec
+from services.aftercare.worker_spec import worker_spec
 from shared.config import Settings
 from shared.events.worker import run_worker
 

@@ -26,6 +26,7 @@ class WorkerSpec:
     handlers: dict[str, Handler] = field(default_factory=dict)
     topics: list[str] = field(default_factory=list)
     jobs: list[tuple[float, Callable[[], None]]] = field(default_factory=list)  # (every seconds, job)
+    loops: list[Callable[[threading.Event], None]] = field(default_factory=list)  # long-running, until stop
 
     @property
     def group(self) -> str:
@@ -72,6 +73,8 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
                                 name="relay", daemon=True)]
     if spec.jobs:
         threads.append(threading.Thread(target=_run_jobs, args=(spec.jobs, stop), name="jobs", daemon=True))
+    threads += [threading.Thread(target=loop, args=(stop,), name=getattr(loop, "__qualname__", "loop"), daemon=True)
+                for loop in spec.loops]
     for t in threads:
         t.start()
     log.info("worker started", group=spec.group)

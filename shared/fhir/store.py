@@ -43,6 +43,10 @@ CREATE TABLE IF NOT EXISTS applied_event (
 CREATE TABLE IF NOT EXISTS idempotency (
   scope TEXT NOT NULL, key TEXT NOT NULL, response TEXT NOT NULL, PRIMARY KEY (scope, key));
 CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS work_item (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+  not_before TEXT NOT NULL, number INTEGER, body TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS work_by_queue ON work_item (queue, status, seq);
 """
 
 
@@ -82,6 +86,21 @@ class OutboxEvent:
 
 
 @dataclass(frozen=True)
+class WorkItem:
+    """One item of a named FIFO work queue (e.g. the notifications owed to one subscriber)."""
+
+    seq: int
+    queue: str
+    status: str
+    attempts: int
+    not_before: str
+    number: int | None
+    body: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
 class Page:
     total: int
     items: list[Stored]
@@ -99,6 +118,10 @@ class Transaction(Protocol):
     def recall(self, scope: str, key: str) -> dict | None: ...
     def find_ids(self, rtype: str, param: str, system: str | None, value: str) -> list[str]: ...
     def put_value(self, name: str, value: str) -> None: ...
+    def get_value(self, name: str) -> str | None: ...
+    def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]: ...
+    def enqueue(self, queue: str, body: dict, status: str = "queued") -> int: ...
+    def update_work(self, seq: int, status: str, attempts: int, not_before: str, number: int | None = None) -> None: ...
 
 
 class Store(Protocol):
@@ -111,6 +134,9 @@ class Store(Protocol):
     def mark_sent(self, seqs: list[int]) -> None: ...
     def get_value(self, name: str) -> str | None: ...
     def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]: ...
+    def work(self, queue: str, statuses: tuple[str, ...], limit: int, number_range: tuple[int, int] | None = None
+             ) -> list[WorkItem]: ...
+    def queues_due(self, status: str, now: str) -> list[str]: ...
     def data_version(self) -> int: ...
     def ping(self) -> None: ...
 
@@ -199,6 +225,25 @@ class SQLiteTransaction:
         self.conn.execute("INSERT OR REPLACE INTO kv (name, value, updated_at) VALUES (?,?,?)",
                           (name, value, now_instant()))
 
+    def get_value(self, name: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM kv WHERE name=?", (name,)).fetchone()
+        return row["value"] if row else None
+
+    def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
+        rows = self.conn.execute("SELECT name, value FROM kv WHERE name LIKE ? ESCAPE '\\'",
+                                 (prefix.replace("_", "\\_") + "%",)).fetchall()
+        return [(r["name"], r["value"]) for r in rows]
+
+    def enqueue(self, queue: str, body: dict, status: str = "queued") -> int:
+        now = now_instant()
+        cur = self.conn.execute("INSERT INTO work_item (queue, status, attempts, not_before, body, created_at,"
+                                " updated_at) VALUES (?,?,0,?,?,?,?)", (queue, status, now, json.dumps(body), now, now))
+        return cur.lastrowid
+
+    def update_work(self, seq: int, status: str, attempts: int, not_before: str, number: int | None = None) -> None:
+        self.conn.execute("UPDATE work_item SET status=?, attempts=?, not_before=?, number=coalesce(?, number),"
+                          " updated_at=? WHERE seq=?", (status, attempts, not_before, number, now_instant(), seq))
+
 
 class SQLiteStore:
     """One SQLite file per service, WAL mode, one connection per thread."""
@@ -283,13 +328,27 @@ class SQLiteStore:
             tx.conn.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now_instant(), s) for s in seqs])
 
     def get_value(self, name: str) -> str | None:
-        row = self._conn().execute("SELECT value FROM kv WHERE name=?", (name,)).fetchone()
-        return row["value"] if row else None
+        return SQLiteTransaction(self._conn()).get_value(name)
 
     def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]:
-        rows = self._conn().execute("SELECT name, value FROM kv WHERE name LIKE ? ESCAPE '\\'",
-                                    (prefix.replace("_", "\\_") + "%",)).fetchall()
-        return [(r["name"], r["value"]) for r in rows]
+        return SQLiteTransaction(self._conn()).values_with_prefix(prefix)
+
+    def work(self, queue: str, statuses: tuple[str, ...], limit: int, number_range: tuple[int, int] | None = None
+             ) -> list[WorkItem]:
+        """A queue's items in FIFO order, optionally only those numbered within number_range (inclusive)."""
+        sql = f"SELECT * FROM work_item WHERE queue=? AND status IN ({','.join('?' * len(statuses))})"
+        args: list[Any] = [queue, *statuses]
+        if number_range is not None:
+            sql += " AND number BETWEEN ? AND ?"
+            args += list(number_range)
+        rows = self._conn().execute(sql + " ORDER BY seq LIMIT ?", [*args, limit]).fetchall()
+        return [WorkItem(r["seq"], r["queue"], r["status"], r["attempts"], r["not_before"], r["number"],
+                         json.loads(r["body"]), r["created_at"], r["updated_at"]) for r in rows]
+
+    def queues_due(self, status: str, now: str) -> list[str]:
+        rows = self._conn().execute("SELECT DISTINCT queue FROM work_item WHERE status=? AND not_before<=?",
+                                    (status, now)).fetchall()
+        return [r["queue"] for r in rows]
 
     def data_version(self) -> int:
         """Changes whenever another connection commits: a cheap way to notice new outbox rows."""

@@ -1,0 +1,259 @@
+"""Sending queued notifications to external EHRs: one FIFO queue per subscription.
+
+A dispatcher thread hands each subscription with due work to a pool thread that drains its
+queue in order, so one dead or slow EHR delays only itself, and one patient's events reach
+an EHR in the order they happened. Consent is checked at send time (a revocation stops what
+is queued); each attempt is recorded as an AuditEvent; event numbers are assigned when an
+event first passes the consent gate, so a subscriber sees no gaps.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import requests
+
+from services.aftercare import consent, notifications, writeback
+from services.aftercare.backoff import RetryPolicy
+from services.aftercare.subscriptions import SubscriptionSpec, parse_subscription
+from shared.events.outbox import Outbox
+from shared.fhir.registry import Repository
+from shared.fhir.search import reference_condition
+from shared.fhir.store import SQLiteStore, Stored, Transaction, WorkItem
+from shared.fhir.util import now_instant
+from shared.logs import get_logger
+
+log = get_logger("iop.delivery")
+PURPOSE = "TREAT"
+AUDIT_TYPE = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export"}
+AGENT = {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                              "code": "datacollector"}]}, "who": {"display": "iop-suite aftercare"}, "requestor": False}
+
+
+def secret_key(sid: str) -> str:
+    return f"sub-secret:{sid}"
+
+
+def counter_key(sid: str) -> str:
+    return f"sub-events:{sid}"
+
+
+@dataclasses.dataclass
+class Attempt:
+    ok: bool
+    status: int | None
+    ms: float
+    error: str = ""
+
+
+class Dispatcher:
+    def __init__(self, store: SQLiteStore, repo: Repository, outbox: Outbox, base_url: str, policy: RetryPolicy,
+                 clock: Callable[[], datetime] | None = None, parallel: int = 8) -> None:
+        self.store, self.repo, self.outbox, self.base_url, self.policy = store, repo, outbox, base_url, policy
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="delivery")
+        self._inflight: set[str] = set()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.dispatch_once()
+            except Exception:  # noqa: BLE001 - the dispatcher must outlive any one failure
+                log.error("dispatch failed", exc_info=True)
+            stop.wait(0.05)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def dispatch_once(self) -> None:
+        for queue in self.store.queues_due("queued", now_instant()):
+            sid = queue.removeprefix("sub:")
+            with self._lock:
+                if sid in self._inflight:
+                    continue
+                self._inflight.add(sid)
+            self.pool.submit(self._drain, sid)
+
+    def _drain(self, sid: str) -> None:
+        try:
+            while self.deliver_next(sid):
+                pass
+        except Exception:  # noqa: BLE001
+            log.error("delivery failed", exc_info=True, subscription_id=sid)
+        finally:
+            with self._lock:
+                self._inflight.discard(sid)
+
+    # -- one item ------------------------------------------------------------------------------
+    def deliver_next(self, sid: str) -> bool:
+        """Handle the oldest due item of one subscription; False when there is nothing more to do now."""
+        items = self.store.work(f"sub:{sid}", ("queued",), 1)
+        if not items or items[0].not_before > now_instant():
+            return False
+        item, sub = items[0], self.store.read("Subscription", sid)
+        if sub is None or sub.deleted or sub.resource.get("status") in ("off", "entered-in-error"):
+            with self.store.transaction() as tx:
+                tx.update_work(item.seq, "cancelled", item.attempts, item.not_before)
+            return True
+        spec = parse_subscription(sub.resource)
+        if isinstance(spec, list):
+            return False
+        spec = dataclasses.replace(spec, secret=self.store.get_value(secret_key(sid)))
+        if item.body["kind"] == "handshake":
+            return self._handshake(sub, spec, item)
+        if sub.resource.get("status") != "active":
+            return False  # requested (handshake pending) or error: deliveries wait
+        return self._notify(sub, spec, item)
+
+    def _handshake(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
+        if spec.write_back:
+            attempt = self._get(f"{spec.endpoint.rstrip('/')}/metadata", spec)
+        else:
+            attempt = self._post(spec, notifications.handshake_bundle(spec, sub.id, self.base_url))
+        with self.store.transaction() as tx:
+            self._audit(tx, sub.id, None, attempt, "handshake")
+            if attempt.ok:
+                tx.update_work(item.seq, "delivered", item.attempts + 1, item.not_before)
+                self._set_status(tx, sub, "active")
+                return True
+            return self._failed(tx, sub, item, attempt)
+
+    def _notify(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
+        patient = item.body["patient"]
+        decision = self._consent(patient, spec, item)
+        if not decision.permit:
+            with self.store.transaction() as tx:
+                tx.update_work(item.seq, "blocked-consent", item.attempts, item.not_before)
+                self._audit(tx, sub.id, patient, Attempt(False, None, 0.0, decision.reason), "blocked-by-consent")
+            log.info("delivery blocked by consent", subscription_id=sub.id, patient_id=patient, reason=decision.reason)
+            return True
+        number = item.number or self._assign_number(sub.id, item)
+        attempt = self._send(sub, spec, item, number)
+        with self.store.transaction() as tx:
+            self._audit(tx, sub.id, patient, attempt, f"event {number}")
+            if not attempt.ok:
+                return self._failed(tx, sub, item, attempt)
+            tx.update_work(item.seq, "delivered", item.attempts + 1, item.not_before, number)
+            self._provenance(tx, item, decision.consent_id, sub.id)
+            self.outbox.emit(tx, "iop.ehr.delivered", patient, sub.resource)
+        return True
+
+    def _send(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem, number: int) -> Attempt:
+        if spec.write_back:
+            ident = self._patient_identifier(item.body["patient"], spec)
+            if ident is None:
+                return Attempt(False, None, 0.0, "no patient identifier in the EHR's system")
+            body = writeback.writeback_transaction([r for r in item.body["resources"] if r["resourceType"] in
+                                                    ("CarePlan", "Goal", "ServiceRequest")], ident,
+                                                   consent.part2_notice(), logical_refs=True)
+            return self._post(spec, body, spec.endpoint.rstrip("/"))
+        event = notifications.NotificationEvent(number, item.body["time"], item.body["focus"],
+                                                tuple(item.body["resources"]), item.body.get("source_base"))
+        bundle = notifications.notification_bundle(spec, sub.id, "active", "event-notification", [event], number,
+                                                   self.base_url)
+        return self._post(spec, bundle)
+
+    def _failed(self, tx: Transaction, sub: Stored, item: WorkItem, attempt: Attempt) -> bool:
+        first = datetime.fromisoformat(item.created_at.replace("Z", "+00:00"))
+        if self.policy.give_up(first, self.clock()):
+            tx.update_work(item.seq, "queued", item.attempts + 1, item.not_before)
+            self._set_status(tx, sub, "error")
+            self.outbox.emit(tx, "iop.ehr.failed", item.body.get("patient") or "-", sub.resource)
+            log.warning("subscription in error after retries", subscription_id=sub.id, attempts=item.attempts + 1)
+            return False
+        delay = self.policy.next_delay(item.attempts)
+        not_before = (self.clock() + timedelta(seconds=delay)).isoformat(timespec="milliseconds")
+        tx.update_work(item.seq, "queued", item.attempts + 1, not_before.replace("+00:00", "Z"))
+        return False
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _consent(self, patient: str, spec: SubscriptionSpec, item: WorkItem) -> consent.Decision:
+        if not spec.recipient:
+            return consent.Decision(False, "subscription names no recipient organisation")
+        found = self.store.search("Consent", [reference_condition("patient", f"Patient/{patient}", None)],
+                                  "r.created_seq", 1000, 0).items
+        focus = item.body["resources"][0] if item.body["resources"] else {}
+        return consent.may_disclose([c.resource for c in found], patient, spec.recipient, PURPOSE,
+                                    (focus.get("meta") or {}).get("security", []), self.clock())
+
+    def _assign_number(self, sid: str, item: WorkItem) -> int:
+        with self.store.transaction() as tx:
+            number = int(tx.get_value(counter_key(sid)) or 0) + 1
+            tx.put_value(counter_key(sid), str(number))
+            tx.update_work(item.seq, "queued", item.attempts, item.not_before, number)
+        return number
+
+    def _patient_identifier(self, patient: str, spec: SubscriptionSpec) -> dict | None:
+        raw = self.store.get_value(f"patient-identifiers:{patient}")
+        return next((i for i in json.loads(raw) if i.get("system") == spec.patient_identifier_system), None) \
+            if raw else None
+
+    def _session(self) -> requests.Session:
+        if getattr(self._local, "session", None) is None:
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _post(self, spec: SubscriptionSpec, bundle: dict, url: str | None = None) -> Attempt:
+        body = json.dumps(bundle, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/fhir+json", **dict(spec.headers)}
+        if spec.secret:
+            headers[notifications.SIGNATURE_HEADER] = notifications.hmac_signature(spec.secret, body)
+        return self._call("POST", url or spec.endpoint, spec, data=body, headers=headers)
+
+    def _get(self, url: str, spec: SubscriptionSpec) -> Attempt:
+        return self._call("GET", url, spec, headers={"Accept": "application/fhir+json", **dict(spec.headers)})
+
+    def _call(self, method: str, url: str, spec: SubscriptionSpec, **kwargs: object) -> Attempt:
+        started = time.perf_counter()
+        try:
+            resp = self._session().request(method, url, timeout=spec.timeout_s, **kwargs)
+            ms = (time.perf_counter() - started) * 1000
+            return Attempt(200 <= resp.status_code < 300, resp.status_code, ms,
+                           "" if resp.ok else f"HTTP {resp.status_code}")
+        except requests.RequestException as exc:
+            return Attempt(False, None, (time.perf_counter() - started) * 1000, type(exc).__name__)
+
+    def _set_status(self, tx: Transaction, sub: Stored, status: str) -> None:
+        current = tx.read("Subscription", sub.id)
+        if current is not None and current.resource.get("status") != status:
+            updated = dict(current.resource, status=status)
+            updated.pop("error", None)
+            if status == "error":
+                updated["error"] = "delivery failed after retries; set status to active to resume"
+            self.repo.update(tx, "Subscription", sub.id, updated, validated=True)
+
+    def _audit(self, tx: Transaction, sid: str, patient: str | None, attempt: Attempt, what: str) -> None:
+        end = datetime.now(UTC)
+        start = end - timedelta(milliseconds=attempt.ms)
+        entities = [{"what": {"reference": f"Subscription/{sid}"}, "description": what}]
+        if patient:
+            entities.append({"what": {"reference": f"Patient/{patient}"}})
+        event = {"resourceType": "AuditEvent", "type": AUDIT_TYPE, "action": "E",
+                 "period": {"start": _instant(start), "end": _instant(end)}, "recorded": _instant(end),
+                 "outcome": "0" if attempt.ok else "4",
+                 "outcomeDesc": (f"HTTP {attempt.status}" if attempt.status else attempt.error or "not sent")
+                 + f"; {attempt.ms:.0f} ms",
+                 "agent": [AGENT], "source": {"observer": {"display": "iop-suite aftercare"}}, "entity": entities}
+        self.repo.create(tx, event, rid=str(uuid.uuid4()), validated=True)
+
+    def _provenance(self, tx: Transaction, item: WorkItem, consent_id: str | None, sid: str) -> None:
+        base = item.body.get("source_base") or self.base_url
+        focus = item.body["focus"]
+        prov = {"resourceType": "Provenance", "target": [{"reference": f"{base}/{focus}"}], "recorded": now_instant(),
+                "activity": {"text": "disclosure to an external EHR under 42 CFR Part 2 consent"},
+                "agent": [{"who": {"display": "iop-suite aftercare"}}],
+                "entity": [{"role": "source", "what": {"reference": f"Subscription/{sid}"}}]}
+        if consent_id:
+            prov["entity"].append({"role": "source", "what": {"reference": f"Consent/{consent_id}"}})
+        self.repo.create(tx, prov, rid=str(uuid.uuid4()), validated=True)
+
+
+def _instant(dt: datetime) -> str:
+    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -1,0 +1,113 @@
+"""How EHRs manage their Subscriptions: validation, the write-only secret, handshake, and the operations
+$topic-list, $status, $events and $resend (HL7 Subscriptions R5 Backport IG, R4 profile)."""
+from __future__ import annotations
+
+from contextvars import ContextVar
+from typing import Any
+
+from services.aftercare import notifications
+from services.aftercare.delivery import counter_key, secret_key
+from services.aftercare.subscriptions import HMAC_SECRET, parse_subscription, topic_list_parameters
+from shared.fhir.interactions import FhirApi
+from shared.fhir.outcome import FhirError
+from shared.fhir.store import Stored, Transaction
+from shared.fhir.util import now_instant
+
+_pending_secret: ContextVar[str | None] = ContextVar("pending_secret", default=None)
+NUMBERED = ("queued", "delivered", "blocked-consent")
+
+
+def check_subscription(tx: Transaction, sub: dict, previous: Stored | None) -> None:
+    """Refuse what the IG would not accept; keep the HMAC secret out of the stored resource."""
+    spec = parse_subscription(sub)
+    if isinstance(spec, list):
+        raise FhirError(422, spec)
+    channel = sub.get("channel") or {}
+    secret = next((e.get("valueString") for e in channel.get("extension", []) if e.get("url") == HMAC_SECRET), None)
+    if secret is not None:
+        channel["extension"] = [e for e in channel["extension"] if e.get("url") != HMAC_SECRET]
+        if not channel["extension"]:
+            del channel["extension"]
+    _pending_secret.set(secret)
+    if previous is None:
+        sub["status"] = "requested"  # active only once the endpoint answers the handshake
+
+
+def after_subscription(tx: Transaction, stored: Stored, previous: Stored | None) -> None:
+    secret = _pending_secret.get()
+    if secret is not None:
+        tx.put_value(secret_key(stored.id), secret)
+        _pending_secret.set(None)
+    if previous is None:
+        tx.enqueue(f"sub:{stored.id}", {"kind": "handshake"})
+
+
+def _sub(api: FhirApi, rid: str | None) -> tuple[Stored, Any]:
+    sub = api.store.read("Subscription", rid or "")
+    if sub is None or sub.deleted:
+        raise FhirError.single(404, f"Subscription/{rid} is not known", code="not-found")
+    spec = parse_subscription(sub.resource)
+    if isinstance(spec, list):
+        raise FhirError(422, spec)
+    return sub, spec
+
+
+def _number(args: dict[str, str], name: str, default: int) -> int:
+    raw = args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise FhirError.single(400, f"{name} must be a non-negative integer", code="invalid")
+    return int(raw)
+
+
+def _args(args: list[tuple[str, str]], body: dict | None) -> dict[str, str]:
+    out = dict(args)
+    for p in (body or {}).get("parameter", []):
+        value = next((v for k, v in p.items() if k.startswith("value")), None)
+        if value is not None:
+            out[p["name"]] = str(value)
+    return out
+
+
+def topic_list(**_: Any) -> tuple[int, dict]:
+    return 200, topic_list_parameters()
+
+
+def status(api: FhirApi, rid: str | None, **_: Any) -> tuple[int, dict]:
+    sub, spec = _sub(api, rid)
+    count = int(api.store.get_value(counter_key(sub.id)) or 0)
+    errors = [("no-response", sub.resource["error"])] if sub.resource.get("error") else []
+    params = notifications.status_parameters(sub.id, spec.topic.url, sub.resource["status"], "query-status", count,
+                                             api.base, content=spec.content, errors=errors)
+    return 200, notifications.status_search_bundle([params])
+
+
+def events(api: FhirApi, rid: str | None, args: list[tuple[str, str]], body: dict | None = None,
+           **_: Any) -> tuple[int, dict]:
+    """Replay by event number from the stored history: eventsSinceNumber, eventsUntilNumber (inclusive)."""
+    sub, spec = _sub(api, rid)
+    params = _args(args, body)
+    count = int(api.store.get_value(counter_key(sub.id)) or 0)
+    since, until = _number(params, "eventsSinceNumber", 1), _number(params, "eventsUntilNumber", count)
+    items = [i for i in api.store.work(f"sub:{sub.id}", NUMBERED, 10000, (since, until)) if i.number]
+    found = [notifications.NotificationEvent(i.number, i.body["time"], i.body["focus"], tuple(i.body["resources"]),
+                                             i.body.get("source_base")) for i in sorted(items, key=lambda i: i.number)]
+    if params.get("content") in ("id-only", "full-resource", "empty"):
+        spec = type(spec)(**{**spec.__dict__, "content": params["content"]})
+    return 200, notifications.notification_bundle(spec, sub.id, sub.resource["status"], "query-event", found, count,
+                                                  api.base)
+
+
+def resend(api: FhirApi, rid: str | None, args: list[tuple[str, str]], body: dict | None = None,
+           **_: Any) -> tuple[int, dict]:
+    """Send the numbered events again (eventsSinceNumber..eventsUntilNumber), keeping their numbers."""
+    sub, _spec = _sub(api, rid)
+    params = _args(args, body)
+    count = int(api.store.get_value(counter_key(sub.id)) or 0)
+    since, until = _number(params, "eventsSinceNumber", 1), _number(params, "eventsUntilNumber", count)
+    with api.store.transaction() as tx:
+        items = [i for i in api.store.work(f"sub:{sub.id}", ("delivered",), 10000, (since, until))]
+        for item in items:
+            tx.update_work(item.seq, "queued", 0, now_instant())
+    return 200, {"resourceType": "Parameters", "parameter": [{"name": "requeued", "valueInteger": len(items)}]}

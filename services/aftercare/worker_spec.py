@@ -1,0 +1,32 @@
+"""The aftercare worker: consumes the care events, sweeps check-ins, and dispatches EHR deliveries."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.aftercare.backoff import RetryPolicy
+from services.aftercare.delivery import Dispatcher
+from services.aftercare.resources import build_registry
+from shared.config import Settings
+from shared.events.catalogue import AFTERCARE, CAREPLAN, ENCOUNTER, EVENT_TYPES, INTAKE
+from shared.events.outbox import Outbox
+from shared.events.worker import WorkerSpec
+from shared.fhir.registry import Repository
+from shared.fhir.store import SQLiteStore
+
+TOPICS = [INTAKE, CAREPLAN, ENCOUNTER, AFTERCARE]
+
+
+def worker_spec(settings: Settings) -> WorkerSpec:
+    store = SQLiteStore(settings.database)
+    registry, handlers = build_registry(settings)
+    policy = RetryPolicy(settings.delivery_backoff_base_s, settings.delivery_backoff_cap_s,
+                         timedelta(hours=settings.delivery_give_up_hours))
+    dispatcher = Dispatcher(store, Repository(registry), Outbox(settings.base_url), settings.base_url, policy)
+
+    def sweep() -> None:
+        with store.transaction() as tx:
+            handlers.sweep_missed(tx, handlers.clock().date())
+
+    return WorkerSpec(settings, store, topics=TOPICS,
+                      handlers={et.type: handlers.handle for et in EVENT_TYPES if et.topic in TOPICS},
+                      jobs=[(float(settings.checkin_sweep_s), sweep)], loops=[dispatcher.run])

@@ -1,0 +1,219 @@
+"""Step 5 of care reaching external EHRs: aftercare plans, Backport-IG notifications, consent, retries."""
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from datetime import date, timedelta
+
+import pytest
+import requests
+from fhir.resources.R4B.bundle import Bundle
+
+from services.aftercare.notifications import verify_signature
+from tests.e2e.test_journey import JSON, admit, current_plan, put
+from tests.support.events import EventWatcher
+from tests.support.processes import Proc, base_url
+from tests.support.waiting import wait_until
+
+AFTERCARE, CAREPLAN = base_url("aftercare"), base_url("careplan")
+BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
+LOCAL = "https://iop-suite.org/fhir/StructureDefinition"
+TOPIC = "https://iop-suite.org/fhir/SubscriptionTopic"
+SECRET = "a-shared-secret-of-32-characters"
+
+
+class Receiver:
+    def __init__(self, port: int, tmp_path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = Proc(f"receiver-{port}", [sys.executable, "-m", "tests.support.receiver", str(port)], None,
+                         tmp_path / f"receiver-{port}.log").start()
+        wait_until(self._up, 20, what="receiver up")
+
+    def _up(self) -> bool:
+        try:
+            return requests.get(f"{self.url}/_received", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def mode(self, mode: str, delay_s: float = 0) -> None:
+        requests.post(f"{self.url}/_control", json={"mode": mode, "delay_s": delay_s}, timeout=5)
+
+    def received(self) -> list[dict]:
+        return requests.get(f"{self.url}/_received", timeout=5).json()
+
+    def notifications(self) -> list[dict]:
+        """Event notifications only (not the handshake), as parsed Bundles."""
+        bundles = [json.loads(r["body"]) for r in self.received()]
+        return [b for b in bundles if status_of(b)["type"] == "event-notification"]
+
+
+def status_of(bundle: dict) -> dict:
+    params = bundle["entry"][0]["resource"]["parameter"]
+    return {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in params if "part" not in p}
+
+
+def event_numbers(bundle: dict) -> list[int]:
+    params = bundle["entry"][0]["resource"]["parameter"]
+    return [int(next(part["valueString"] if "valueString" in part else part["valueInteger64"]
+                     if "valueInteger64" in part else part.get("valueInteger", part.get("valueUnsignedInt"))
+                     for part in p["part"] if part["name"] == "event-number"))
+            for p in params if p["name"] == "notification-event"]
+
+
+@pytest.fixture
+def receivers(tmp_path) -> Iterator[tuple[Receiver, Receiver]]:
+    a, b = Receiver(18101, tmp_path), Receiver(18102, tmp_path)
+    yield a, b
+    a.proc.kill()
+    b.proc.kill()
+
+
+def consent(patient: str, organisations: list[str], status: str = "active") -> dict:
+    return {"resourceType": "Consent", "status": status, "dateTime": "2026-01-01",
+            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                  "code": "patient-privacy"}]},
+            "category": [{"coding": [{"system": "http://loinc.org", "code": "64292-6"}]}],
+            "patient": {"reference": f"Patient/{patient}"},
+            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                       "code": "42CFRPart2"}]},
+            "provision": {"type": "permit", "period": {"start": "2026-01-01"},
+                          "actor": [{"role": {"coding": [{
+                              "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                              "code": "IRCP"}]}, "reference": {"reference": org}} for org in organisations],
+                          "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
+                                                  "code": "disclose"}]}],
+                          "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                                       "code": "TREAT"}]}}
+
+
+def subscription(topic: str, patient: str, endpoint: str, organisation: str, content: str = "id-only") -> dict:
+    return {"resourceType": "Subscription", "status": "requested", "reason": "Aftercare updates for our patients",
+            "criteria": f"{TOPIC}/{topic}",
+            "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria",
+                                         "valueString": f"CarePlan?patient=Patient/{patient}"}]},
+            "extension": [{"url": f"{LOCAL}/subscription-recipient", "valueReference": {"reference": organisation}}],
+            "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
+                        "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content",
+                                                    "valueCode": content}]},
+                        "extension": [{"url": f"{BACKPORT}/backport-timeout", "valueUnsignedInt": 2},
+                                      {"url": f"{LOCAL}/subscription-hmac-secret", "valueString": SECRET}]}}
+
+
+def create(resource: dict) -> dict:
+    resp = requests.post(f"{AFTERCARE}/{resource['resourceType']}", json=resource, headers=JSON, timeout=10)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def subscribe(topic: str, patient: str, receiver: Receiver, organisation: str, content: str = "id-only") -> dict:
+    sub = create(subscription(topic, patient, receiver.url + "/notify", organisation, content))
+    assert sub["status"] == "requested" and "subscription-hmac-secret" not in json.dumps(sub)
+    wait_until(lambda: requests.get(f"{AFTERCARE}/Subscription/{sub['id']}", timeout=5).json()["status"] == "active",
+               30, what="handshake done")
+    return sub
+
+
+def revise(careplan_id: str, text: str) -> None:
+    plan = current_plan(careplan_id)
+    plan["note"] = [*plan.get("note", []), {"text": text}]
+    assert put(CAREPLAN, plan).status_code == 200
+
+
+def graduate(careplan_id: str) -> None:
+    override = {"resourceType": "Parameters", "parameter": [{"name": "override-reason", "valueString": "test"}]}
+    resp = requests.post(f"{CAREPLAN}/CarePlan/{careplan_id}/$graduate", json=override, headers=JSON, timeout=10)
+    assert resp.status_code == 200, resp.text
+
+
+def test_given_a_graduation_then_aftercare_is_planned_and_a_subscribed_ehr_gets_a_valid_signed_notification(
+        watcher: EventWatcher, receivers) -> None:
+    ehr, _ = receivers
+    patient, careplan = admit(watcher)
+    create(consent(patient, ["Organization/ehr-a"]))
+    sub = subscribe("aftercare-planned", patient, ehr, "Organization/ehr-a", content="full-resource")
+    graduate(careplan["id"])
+    planned = watcher.wait_for("iop.aftercare.planned", patient)[0]
+    assert planned.focus["basedOn"][0]["reference"].endswith(careplan["id"])
+    assert planned.of_type("ServiceRequest")
+    wait_until(lambda: ehr.notifications(), 30, what="notification received")
+    raw = next(r for r in ehr.received() if status_of(json.loads(r["body"]))["type"] == "event-notification")
+    assert verify_signature(SECRET, raw["body"].encode(), raw["headers"]["X-IOP-Signature"])
+    bundle = json.loads(raw["body"])
+    parsed = Bundle.model_validate(bundle)
+    assert parsed.type == "history" and event_numbers(bundle) == [1]
+    careplans = [e["resource"] for e in bundle["entry"][1:] if e.get("resource", {}).get("resourceType") == "CarePlan"]
+    assert careplans and any(s["code"] == "42CFRPart2" for s in careplans[0]["meta"]["security"])
+    watcher.wait_for("iop.ehr.delivered", patient)
+    audit = requests.get(f"{AFTERCARE}/AuditEvent", params={"entity": f"Subscription/{sub['id']}"}, timeout=5).json()
+    assert audit["total"] >= 2  # the handshake and the notification, each with outcome and latency
+    Bundle.model_validate(ehr_status := requests.get(f"{AFTERCARE}/Subscription/{sub['id']}/$status",
+                                                     timeout=5).json())
+    assert ehr_status["entry"][0]["resource"]["resourceType"] == "Parameters"
+
+
+def test_given_an_ehr_down_for_a_while_then_every_notification_arrives_in_order_and_the_other_is_not_delayed(
+        watcher: EventWatcher, receivers) -> None:
+    down, up = receivers
+    patient, careplan = admit(watcher)
+    create(consent(patient, ["Organization/ehr-a", "Organization/ehr-b"]))
+    sub_down = subscribe("careplan-revised", patient, down, "Organization/ehr-a")
+    subscribe("careplan-revised", patient, up, "Organization/ehr-b")
+    down.mode("hang")
+    for n in range(3):
+        revise(careplan["id"], f"Revision {n + 1}")
+    wait_until(lambda: len(up.notifications()) == 3, 30, what="the healthy EHR got all three")
+    assert [event_numbers(b) for b in up.notifications()] == [[1], [2], [3]]
+    assert down.notifications() == []
+    down.proc.kill()  # the hung EHR goes away entirely, then comes back
+    down.proc.start()
+    wait_until(down._up, 20, what="receiver back")
+    wait_until(lambda: len(down.notifications()) == 3, 60, what="the recovered EHR got every notification")
+    numbers = [event_numbers(b) for b in down.notifications()]
+    assert numbers == [[1], [2], [3]]
+    focus_versions = [b["entry"][1]["fullUrl"] for b in down.notifications()]
+    assert len(set(focus_versions)) == 1 and focus_versions[0].endswith(careplan["id"])
+    replay = requests.get(f"{AFTERCARE}/Subscription/{sub_down['id']}/$events",
+                          params={"eventsSinceNumber": 2, "eventsUntilNumber": 3}, timeout=5).json()
+    Bundle.model_validate(replay)
+    assert event_numbers(replay) == [2, 3] and status_of(replay)["type"] == "query-event"
+
+
+def test_without_consent_nothing_is_sent_and_a_revoked_consent_stops_queued_deliveries(
+        watcher: EventWatcher, receivers) -> None:
+    ehr, _ = receivers
+    patient, careplan = admit(watcher)
+    sub = subscribe("careplan-revised", patient, ehr, "Organization/ehr-a")
+    revise(careplan["id"], "Revision without consent")
+    blocked = wait_until(lambda: [a for a in requests.get(f"{AFTERCARE}/AuditEvent", params={
+        "entity": f"Subscription/{sub['id']}", "outcome": "4"}, timeout=5).json().get("entry", [])], 30,
+        what="blocked-by-consent audit")
+    assert "no consent" in blocked[0]["resource"]["outcomeDesc"]
+    granted = create(consent(patient, ["Organization/ehr-a"]))
+    ehr.mode("fail")
+    revise(careplan["id"], "Revision queued while the EHR fails")
+    wait_until(lambda: len([a for a in requests.get(f"{AFTERCARE}/AuditEvent", params={
+        "entity": f"Subscription/{sub['id']}", "outcome": "4"}, timeout=5).json().get("entry", [])]) >= 2, 30,
+        what="a failed attempt")
+    revoked = dict(granted, status="inactive")
+    assert requests.put(f"{AFTERCARE}/Consent/{granted['id']}", json=revoked, headers={
+        **JSON, "If-Match": 'W/"1"'}, timeout=5).status_code == 200
+    ehr.mode("ok")
+    wait_until(lambda: any("revoked" in a["resource"]["outcomeDesc"] for a in requests.get(
+        f"{AFTERCARE}/AuditEvent", params={"entity": f"Subscription/{sub['id']}"}, timeout=5).json()["entry"]),
+        60, what="the queued delivery blocked at send time")
+    assert ehr.notifications() == []
+
+
+def test_a_missed_checkin_is_raised_once_when_its_window_passes(watcher: EventWatcher) -> None:
+    patient, careplan = admit(watcher)
+    graduate(careplan["id"])
+    watcher.wait_for("iop.aftercare.planned", patient)
+    later = (date.today() + timedelta(days=30)).isoformat()
+    sweep = {"resourceType": "Parameters", "parameter": [{"name": "date", "valueDate": later}]}
+    first = requests.post(f"{AFTERCARE}/CarePlan/$sweep-checkins", json=sweep, headers=JSON, timeout=10).json()
+    assert first["parameter"][0]["valueInteger"] >= 2  # weeks 1 and 2 (and 4) have passed unmet
+    missed = watcher.wait_for("iop.aftercare.checkin-missed", patient, count=2)
+    assert all(m.focus["resourceType"] == "CarePlan" for m in missed)
+    again = requests.post(f"{AFTERCARE}/CarePlan/$sweep-checkins", json=sweep, headers=JSON, timeout=10).json()
+    assert again["parameter"][0]["valueInteger"] == 0

@@ -1,0 +1,380 @@
+"""The contract every Store adapter keeps (shared/fhir/store.py): one suite, run against each adapter.
+
+Only SQLite exists today. A PostgreSQL adapter joins by adding an Adapter to ADAPTERS: how to
+open it from a locator string (a file path, a DSN) and where one test's store lives. Each test
+gets an empty store; the concurrency tests open the same store from several threads and processes.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.fhir.outcome import FhirError
+from shared.fhir.search import token_condition
+from shared.fhir.store import IndexRow, OutboxEvent, SQLiteStore, Store
+
+PLAN = "CarePlan"
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    open: Callable[[str], Store]       # module-level, so that a child process can open the same store
+    locator: Callable[[Path], str]     # where the store of one test lives
+
+    def __str__(self) -> str:
+        return self.name
+
+
+ADAPTERS = [Adapter("sqlite", SQLiteStore, lambda tmp: str(tmp / "store.db"))]
+
+
+@pytest.fixture(params=ADAPTERS, ids=str)
+def adapter(request: pytest.FixtureRequest) -> Adapter:
+    return request.param
+
+
+@pytest.fixture
+def locator(adapter: Adapter, tmp_path: Path) -> str:
+    return adapter.locator(tmp_path)
+
+
+@pytest.fixture
+def store(adapter: Adapter, locator: str) -> Iterator[Store]:
+    opened = adapter.open(locator)
+    yield opened
+    getattr(opened, "close", lambda: None)()
+
+
+def plan(status: str = "draft", **extra: object) -> dict:
+    return {"resourceType": PLAN, "status": status, "intent": "plan",
+            "subject": {"reference": "Patient/alice"}, **extra}
+
+
+def status_index(status: str) -> list[IndexRow]:
+    return [IndexRow("status", None, status), IndexRow("patient", None, "Patient/alice")]
+
+
+def write(store: Store, rid: str, resource: dict, index: list[IndexRow] | None = None,
+          expected_version: int | None = None) -> object:
+    with store.transaction() as tx:
+        return tx.write(PLAN, rid, resource, index if index is not None else status_index(resource["status"]),
+                        expected_version)
+
+
+def event(n: int) -> OutboxEvent:
+    return OutboxEvent("iop.careplan.events", "alice", [("ce_id", f"evt-{n}"), ("ce_type", "iop.careplan.created")],
+                       f'{{"n": {n}}}')
+
+
+# -- versions ------------------------------------------------------------------------------------
+
+
+def test_each_write_is_a_new_version_with_server_meta(store: Store) -> None:
+    first = write(store, "p1", plan("draft", meta={"versionId": "9", "tag": [{"code": "x"}]}))
+    second = write(store, "p1", plan("active"))
+
+    assert (first.version, second.version) == (1, 2)
+    assert first.resource["meta"]["versionId"] == "1"
+    assert first.resource["meta"]["tag"] == [{"code": "x"}]
+    assert second.resource["meta"] == {"versionId": "2", "lastUpdated": second.last_updated}
+    assert second.last_updated >= first.last_updated
+    assert first.etag == 'W/"1"'
+    current = store.read(PLAN, "p1")
+    assert (current.version, current.resource["status"], current.deleted) == (2, "active", False)
+    assert store.vread(PLAN, "p1", 1).resource == first.resource
+    assert store.vread(PLAN, "p1", 2).resource == second.resource
+    assert store.vread(PLAN, "p1", 3) is None
+    assert store.read(PLAN, "p2") is None
+
+
+def test_a_write_expecting_another_version_is_refused(store: Store) -> None:
+    write(store, "p1", plan())
+
+    for expected in (0, 2):
+        with pytest.raises(FhirError) as refused:
+            write(store, "p1", plan("active"), expected_version=expected)
+        assert refused.value.status == 412
+    assert write(store, "p1", plan("active"), expected_version=1).version == 2
+    assert write(store, "p2", plan(), expected_version=0).version == 1
+    assert store.history(PLAN, "p1", None, 10, 0).total == 2
+
+
+# -- history -------------------------------------------------------------------------------------
+
+
+def test_history_lists_versions_newest_first_with_their_methods(store: Store) -> None:
+    write(store, "p1", plan("draft"))
+    write(store, "p2", plan("draft"))
+    write(store, "p1", plan("active"))
+    with store.transaction() as tx:
+        tx.delete(PLAN, "p2")
+
+    instance = store.history(PLAN, "p1", None, 10, 0)
+    every = store.history(PLAN, None, None, 10, 0)
+    system = store.history(None, None, None, 10, 0)
+
+    assert [(s.version, s.method) for s in instance.items] == [(2, "PUT"), (1, "POST")]
+    assert [(s.id, s.version, s.method, s.deleted) for s in every.items] == [
+        ("p2", 2, "DELETE", True), ("p1", 2, "PUT", False), ("p2", 1, "POST", False), ("p1", 1, "POST", False)]
+    assert every.total == system.total == 4
+    paged = [store.history(PLAN, None, None, 3, offset) for offset in (0, 3)]
+    assert [(s.id, s.version) for p in paged for s in p.items] == [(s.id, s.version) for s in every.items]
+    assert all(p.total == 4 for p in paged)
+    since = every.items[1].last_updated
+    assert {(s.id, s.version) for s in store.history(PLAN, None, since, 10, 0).items} >= {("p2", 2), ("p1", 2)}
+    assert store.history("Goal", None, None, 10, 0).total == 0
+
+
+# -- soft delete ---------------------------------------------------------------------------------
+
+
+def test_delete_keeps_the_history_and_hides_the_resource(store: Store) -> None:
+    created = write(store, "p1", plan())
+
+    with store.transaction() as tx:
+        deleted = tx.delete(PLAN, "p1")
+        again = tx.delete(PLAN, "p1")
+        nothing = tx.delete(PLAN, "never-was")
+
+    assert (deleted.version, deleted.deleted, deleted.method) == (2, True, "DELETE")
+    assert again.version == 2 and again.deleted  # deleting a deleted resource adds no version
+    assert nothing is None
+    assert store.read(PLAN, "p1").deleted
+    assert store.vread(PLAN, "p1", 1).resource == created.resource
+    assert store.vread(PLAN, "p1", 2).deleted
+    assert store.search(PLAN, [], "r.created_seq", 10, 0).total == 0
+    with store.transaction() as tx:
+        assert tx.find_ids(PLAN, "status", None, "draft") == []
+    revived = write(store, "p1", plan("active"))
+    assert (revived.version, revived.deleted) == (3, False)
+    assert store.search(PLAN, [], "r.created_seq", 10, 0).total == 1
+
+
+# -- search index --------------------------------------------------------------------------------
+
+
+def test_an_update_replaces_the_search_index_rows(store: Store) -> None:
+    write(store, "p1", plan("draft"))
+    write(store, "p2", plan("draft"))
+    write(store, "p1", plan("active"))
+
+    with store.transaction() as tx:
+        drafts = tx.find_ids(PLAN, "status", None, "draft")
+        actives = tx.find_ids(PLAN, "status", None, "active")
+        for_alice = sorted(tx.find_ids(PLAN, "patient", None, "Patient/alice"))
+
+    assert (drafts, actives, for_alice) == (["p2"], ["p1"], ["p1", "p2"])
+    page = store.search(PLAN, [token_condition("status", "active")], "r.created_seq", 10, 0)
+    assert (page.total, [s.id for s in page.items]) == (1, ["p1"])
+    assert page.items[0].version == 2
+
+
+def test_index_rows_keep_system_and_dates(store: Store) -> None:
+    rows = [IndexRow("identifier", "https://partner.example/mrn", "42"),
+            IndexRow("date", date_lo="2025-03-01T00:00:00.000Z", date_hi="2025-03-01T23:59:59.999Z")]
+    write(store, "p1", plan(), rows)
+
+    with store.transaction() as tx:
+        assert tx.find_ids(PLAN, "identifier", "https://partner.example/mrn", "42") == ["p1"]
+        assert tx.find_ids(PLAN, "identifier", "https://other.example/mrn", "42") == []
+        assert tx.find_ids(PLAN, "identifier", None, "42") == ["p1"]
+    in_march = ("EXISTS (SELECT 1 FROM search_index s WHERE s.type=r.type AND s.id=r.id AND s.param='date' "
+                "AND s.date_lo>=? AND s.date_hi<=?)", ["2025-03-01T00:00:00.000Z", "2025-03-31T23:59:59.999Z"])
+    assert store.search(PLAN, [in_march], "r.created_seq", 10, 0).total == 1
+
+
+def test_search_pages_in_the_requested_order(store: Store) -> None:
+    for n in range(5):
+        write(store, f"p{n}", plan())
+
+    first, rest = (store.search(PLAN, [], "r.created_seq ASC", 3, offset) for offset in (0, 3))
+    newest = store.search(PLAN, [], "r.created_seq DESC", 2, 0)
+
+    assert [s.id for s in first.items + rest.items] == [f"p{n}" for n in range(5)]
+    assert first.total == rest.total == 5
+    assert [s.id for s in newest.items] == ["p4", "p3"]
+
+
+# -- one transaction: all or nothing -------------------------------------------------------------
+
+
+def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
+    class Refused(Exception):
+        pass
+
+    with pytest.raises(Refused), store.transaction() as tx:
+        tx.write(PLAN, "p1", plan(), status_index("draft"))
+        tx.add_event(event(1))
+        assert tx.mark_applied("careplan-worker", "evt-0")
+        tx.remember("bundle", "sub-1", {"status": 200})
+        tx.put_value("lag:careplan:iop.intake.events", "3")
+        raise Refused
+
+    assert store.read(PLAN, "p1") is None
+    assert store.history(None, None, None, 10, 0).total == 0
+    assert store.unsent_events(10) == []
+    assert store.get_value("lag:careplan:iop.intake.events") is None
+    with store.transaction() as tx:
+        assert tx.find_ids(PLAN, "status", None, "draft") == []
+        assert tx.recall("bundle", "sub-1") is None
+        assert tx.mark_applied("careplan-worker", "evt-0")  # it was never recorded
+
+
+def test_a_failed_update_keeps_the_previous_version_and_index(store: Store) -> None:
+    write(store, "p1", plan("draft"))
+
+    with pytest.raises(FhirError), store.transaction() as tx:
+        tx.write(PLAN, "p1", plan("active"), status_index("active"))
+        tx.add_event(event(1))
+        tx.write(PLAN, "p1", plan("revoked"), status_index("revoked"), expected_version=1)  # stale: 412
+
+    assert store.read(PLAN, "p1").version == 1
+    assert store.unsent_events(10) == []
+    with store.transaction() as tx:
+        assert tx.find_ids(PLAN, "status", None, "draft") == ["p1"]
+        assert tx.find_ids(PLAN, "status", None, "active") == []
+
+
+# -- consumers, idempotency, outbox, values ------------------------------------------------------
+
+
+def test_mark_applied_is_true_once_per_consumer_and_event(store: Store) -> None:
+    with store.transaction() as tx:
+        first = tx.mark_applied("careplan-worker", "evt-1")
+        duplicate = tx.mark_applied("careplan-worker", "evt-1")
+        other_consumer = tx.mark_applied("aftercare-worker", "evt-1")
+    with store.transaction() as tx:
+        redelivered = tx.mark_applied("careplan-worker", "evt-1")
+
+    assert (first, duplicate, other_consumer, redelivered) == (True, False, True, False)
+
+
+def test_remember_and_recall_by_scope_and_key(store: Store) -> None:
+    answer = {"status": 200, "body": {"resourceType": "Bundle", "type": "transaction-response"},
+              "headers": {"ETag": 'W/"1"'}}
+    with store.transaction() as tx:
+        assert tx.recall("bundle", "partner|sub-1") is None
+        tx.remember("bundle", "partner|sub-1", answer)
+
+    with store.transaction() as tx:
+        assert tx.recall("bundle", "partner|sub-1") == answer
+        assert tx.recall("create:Patient", "partner|sub-1") is None
+        assert tx.recall("bundle", "partner|sub-2") is None
+
+
+def test_unsent_events_come_in_commit_order_until_marked_sent(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.add_event(event(1))
+        tx.add_event(event(2))
+    with store.transaction() as tx:
+        tx.add_event(event(3))
+
+    unsent = store.unsent_events(10)
+    assert [e.value for e in unsent] == ['{"n": 1}', '{"n": 2}', '{"n": 3}']
+    assert unsent[0].headers == [("ce_id", "evt-1"), ("ce_type", "iop.careplan.created")]
+    assert (unsent[0].topic, unsent[0].key) == ("iop.careplan.events", "alice")
+    assert [e.seq for e in unsent] == sorted(e.seq for e in unsent)
+    assert [e.value for e in store.unsent_events(2)] == ['{"n": 1}', '{"n": 2}']
+
+    store.mark_sent([unsent[0].seq, unsent[1].seq])
+    store.mark_sent([])
+
+    assert [e.value for e in store.unsent_events(10)] == ['{"n": 3}']
+    store.mark_sent([unsent[2].seq])
+    assert store.unsent_events(10) == []
+
+
+def test_named_values_and_data_version(store: Store, adapter: Adapter, locator: str) -> None:
+    with store.transaction() as tx:
+        tx.put_value("lag:careplan-worker:iop.intake.events", "3")
+        tx.put_value("lag:careplan-worker:iop.encounter.events", "0")
+        tx.put_value("relay:position", "17")
+        tx.put_value("relay:position", "18")
+
+    assert store.get_value("relay:position") == "18"
+    assert store.get_value("nothing") is None
+    assert sorted(store.values_with_prefix("lag:")) == [("lag:careplan-worker:iop.encounter.events", "0"),
+                                                        ("lag:careplan-worker:iop.intake.events", "3")]
+    store.ping()
+    before = store.data_version()
+    other = adapter.open(locator)
+    write(other, "p1", plan())
+    assert store.data_version() != before  # another connection committed
+    getattr(other, "close", lambda: None)()
+
+
+# -- concurrent writers --------------------------------------------------------------------------
+
+WRITES_PER_WRITER = 100
+
+
+def revise_attendance(store: Store, writes: int, rid: str = "shared") -> None:
+    """Read-modify-write one CarePlan `writes` times, counting sessions in it; each write must see the last."""
+    for _ in range(writes):
+        with store.transaction() as tx:
+            current = tx.read(PLAN, rid)
+            sessions = int(current.resource["note"][0]["text"]) if current else 0
+            tx.write(PLAN, rid, plan(note=[{"text": str(sessions + 1)}]), status_index("draft"),
+                     expected_version=current.version if current else 0)
+
+
+def _child_writer(open_store: Callable[[str], Store], locator: str, writes: int, start: Any) -> None:
+    store = open_store(locator)
+    start.wait(30)  # every writer begins together, so their transactions interleave
+    revise_attendance(store, writes)
+    getattr(store, "close", lambda: None)()
+
+
+def assert_no_lost_update(store: Store, writes: int) -> None:
+    final = store.read(PLAN, "shared")
+    assert final.version == writes
+    assert final.resource["note"][0]["text"] == str(writes)
+    history = store.history(PLAN, "shared", None, writes + 10, 0)
+    assert [s.version for s in history.items] == list(range(writes, 0, -1))
+    assert [s.resource["note"][0]["text"] for s in history.items] == [str(v) for v in range(writes, 0, -1)]
+
+
+def test_two_threads_writing_one_resource_lose_no_update(store: Store, adapter: Adapter, locator: str) -> None:
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def writer(use: Store) -> None:
+        try:
+            start.wait(10)
+            revise_attendance(use, WRITES_PER_WRITER)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    other = adapter.open(locator)  # one thread shares the fixture's store object, one has its own
+    threads = [threading.Thread(target=writer, args=(s,)) for s in (store, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+
+    assert errors == []
+    assert_no_lost_update(store, 2 * WRITES_PER_WRITER)
+    getattr(other, "close", lambda: None)()
+
+
+def test_two_processes_writing_one_resource_lose_no_update(store: Store, adapter: Adapter, locator: str) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    start = spawn.Barrier(3)
+    children = [spawn.Process(target=_child_writer, args=(adapter.open, locator, WRITES_PER_WRITER, start))
+                for _ in range(2)]
+    for child in children:
+        child.start()
+    start.wait(30)
+    revise_attendance(store, WRITES_PER_WRITER)  # and this process writes too, meanwhile
+    for child in children:
+        child.join(60)
+
+    assert [c.exitcode for c in children] == [0, 0]
+    assert_no_lost_update(store, 3 * WRITES_PER_WRITER)
