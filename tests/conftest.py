@@ -10,6 +10,7 @@ import pytest
 from shared.config import ROOT
 from tests.support import processes
 from tests.support.broker import Broker
+from tests.support.hapi_server import HapiServer
 
 TEST_VAR = ROOT / "var" / "test"
 
@@ -40,6 +41,13 @@ def suite(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         for p in procs.values():
             p.stop()
         shutil.copytree(var_dir / "log", TEST_VAR / "suite-logs", dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def hapi() -> Iterator[HapiServer]:
+    """A real, independent FHIR server (HAPI FHIR, in memory) standing in for a hospital EHR."""
+    with HapiServer(18090) as server:
+        yield server
 
 
 @pytest.fixture

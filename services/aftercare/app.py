@@ -12,5 +12,4 @@ from shared.web import service_app
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     settings = Settings("aftercare", **(config or {}))
-    registry, _ = build_registry(settings)
-    return service_app(settings, registry)
+    return service_app(settings, build_registry(settings))

@@ -16,7 +16,12 @@ from shared.fhir.outcome import FhirError
 from shared.fhir.registry import Operation, Registry, Repository, ResourceDef
 
 
-def build_registry(settings: Settings) -> tuple[Registry, AftercareHandlers]:
+def build_registry(settings: Settings) -> Registry:
+    return build(settings)[0]
+
+
+def build(settings: Settings) -> tuple[Registry, AftercareHandlers]:
+    """The registry, and the handlers its operations share with the worker."""
     registry = Registry("aftercare")
     handlers = AftercareHandlers(Repository(registry), Outbox(settings.base_url))
     registry.add(ResourceDef("CarePlan", params.CAREPLAN, before_write=[label_part2],

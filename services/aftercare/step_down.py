@@ -23,7 +23,7 @@ AFTERCARE_PLAN = {"system": codes.IOP_CAREPLAN, "code": "aftercare-step-down", "
 COUNSELING = {"system": codes.SNOMED, "code": "409063005", "display": "Counseling"}
 GOAL_CATEGORY = "http://terminology.hl7.org/CodeSystem/goal-category"
 GOAL_RELATIONSHIP = "http://hl7.org/fhir/StructureDefinition/goal-relationship"
-GOAL_RELATIONSHIP_TYPE = "http://hl7.org/fhir/goal-relationship-type"
+GOAL_RELATIONSHIP_TYPE = "http://terminology.hl7.org/CodeSystem/goal-relationship-type"
 SUPPORT_GROUP_TYPES = {"552": "Drug and/or Alcohol Support Groups", "224": "Support Groups"}
 
 # A mention is enough: a false positive adds a referral a clinician can cancel, a false negative drops one.

@@ -5,7 +5,7 @@ from datetime import timedelta
 
 from services.aftercare.backoff import RetryPolicy
 from services.aftercare.delivery import Dispatcher
-from services.aftercare.resources import build_registry
+from services.aftercare.resources import build
 from shared.config import Settings
 from shared.events.catalogue import AFTERCARE, CAREPLAN, ENCOUNTER, EVENT_TYPES, INTAKE
 from shared.events.outbox import Outbox
@@ -18,7 +18,7 @@ TOPICS = [INTAKE, CAREPLAN, ENCOUNTER, AFTERCARE]
 
 def worker_spec(settings: Settings) -> WorkerSpec:
     store = SQLiteStore(settings.database)
-    registry, handlers = build_registry(settings)
+    registry, handlers = build(settings)
     policy = RetryPolicy(settings.delivery_backoff_base_s, settings.delivery_backoff_cap_s,
                          timedelta(hours=settings.delivery_give_up_hours))
     dispatcher = Dispatcher(store, Repository(registry), Outbox(settings.base_url), settings.base_url, policy)

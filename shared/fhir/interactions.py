@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from shared.fhir import bundles
+from shared.fhir.dates import date_range
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.query import parse_query
 from shared.fhir.registry import Registry, Repository
@@ -82,10 +83,19 @@ class FhirApi:
             self.registry.get(rtype)
         if rid:
             check_id(rid)
+            if rtype and self.store.read(rtype, rid) is None:
+                raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
         args = dict(items)
         count = min(int(args.get("_count", "50")), 1000) if args.get("_count", "50").isdigit() else 50
         offset = int(args["_offset"]) if args.get("_offset", "").isdigit() else 0
-        page = self.store.history(rtype, rid, args.get("_since"), count, offset)
+        since = None
+        if "_since" in args:  # compared as stored, so normalised to UTC milliseconds first
+            bounds = date_range(args["_since"])
+            if bounds is None:
+                raise FhirError.single(400, "_since must be a FHIR instant such as 2025-03-04T10:00:00Z",
+                                       expression="_since")
+            since = bounds[0]
+        page = self.store.history(rtype, rid, since, count, offset)
         url = "/".join(p for p in (self.base, rtype, rid, "_history") if p)
         used = [("_since", args["_since"])] if "_since" in args else []
         return Response(200, bundles.history(self.base, url, page, count, offset, used))
@@ -100,7 +110,9 @@ class FhirApi:
         return self.store.search(rtype, q.where, q.order, 2, 0).items
 
     # -- write side ------------------------------------------------------------------------
-    def create(self, tx: Transaction, resource: dict, if_none_exist: str | None = None) -> Response:
+    def create(self, tx: Transaction, resource: dict, if_none_exist: str | None = None,
+               validated: bool = False) -> Response:
+        """`validated`: the caller already ran validate_resource on this very dict (validate once, at the edge)."""
         rtype = resource.get("resourceType", "")
         rdef = self.registry.get(rtype)
         if rdef.read_only:
@@ -112,10 +124,11 @@ class FhirApi:
                 raise FhirError.single(412, "If-None-Exist matched more than one resource", code="duplicate")
             if matches:
                 return resource_response(self.base, matches[0], 200)
-        stored = self.repo.create(tx, {k: v for k, v in resource.items() if k != "id"})
+        stored = self.repo.create(tx, {k: v for k, v in resource.items() if k != "id"}, validated=validated)
         return resource_response(self.base, stored, 201)
 
-    def update(self, tx: Transaction, rtype: str, rid: str, resource: dict, if_match: str | None) -> Response:
+    def update(self, tx: Transaction, rtype: str, rid: str, resource: dict, if_match: str | None,
+               validated: bool = False) -> Response:
         if self.registry.get(rtype).read_only:
             raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
         check_id(rid)
@@ -123,7 +136,7 @@ class FhirApi:
             raise FhirError.single(400, "the resource in an update must carry its id", code="required",
                                    expression=f"{rtype}.id")
         existed = tx.read(rtype, rid)
-        stored = self.repo.update(tx, rtype, rid, resource, parse_etag(if_match))
+        stored = self.repo.update(tx, rtype, rid, resource, parse_etag(if_match), validated=validated)
         return resource_response(self.base, stored, 200 if existed else 201)
 
     def delete(self, tx: Transaction, rtype: str, rid: str) -> Response:

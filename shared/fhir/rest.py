@@ -113,8 +113,8 @@ class FhirEndpoints:
         resource = read_body()
         validate_resource(resource, rtype)
         key = request.headers.get("Idempotency-Key")
-        return self.idempotent(f"create:{rtype}", key,
-                               lambda tx: self.api.create(tx, resource, request.headers.get("If-None-Exist")))
+        return self.idempotent(f"create:{rtype}", key, lambda tx: self.api.create(
+            tx, resource, request.headers.get("If-None-Exist"), validated=True))
 
     def instance(self, rtype: str, rid: str) -> FlaskResponse:
         if rid.startswith("$"):
@@ -130,7 +130,7 @@ class FhirEndpoints:
         resource = read_body()
         validate_resource(resource, rtype)
         with self.api.store.transaction() as tx:
-            resp = self.api.update(tx, rtype, rid, resource, request.headers.get("If-Match"))
+            resp = self.api.update(tx, rtype, rid, resource, request.headers.get("If-Match"), validated=True)
         return shaped(resp)
 
     def instance_operation(self, rtype: str, rid: str, op: str) -> FlaskResponse:

@@ -199,10 +199,14 @@ class BundleProcessor:
                                        code="invalid")
             if self.api.registry.get(rtype).read_only:
                 raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
-            stored = self.api.repo.create(tx, entry["resource"], rid=entry.get("_id"))
+            # Every entry that gets here passed validate_bundle_entries: validate once, at the edge.
+            stored = self.api.repo.create(tx, entry["resource"], rid=entry.get("_id"), validated=True)
             return Response(201, stored.resource, stored=stored)
         if method == "PUT" and len(parts) == 2:
-            return self.api.update(tx, parts[0], parts[1], entry["resource"], req.get("ifMatch"))
+            if entry["resource"].get("resourceType") != parts[0]:
+                raise FhirError.single(422, f"a PUT entry to {parts[0]} must carry a {parts[0]}", code="invalid",
+                                       expression="resourceType")
+            return self.api.update(tx, parts[0], parts[1], entry["resource"], req.get("ifMatch"), validated=True)
         if method == "DELETE" and len(parts) == 2:
             return self.api.delete(tx, parts[0], parts[1])
         if method == "GET" and len(parts) == 2:

@@ -217,3 +217,36 @@ def test_a_missed_checkin_is_raised_once_when_its_window_passes(watcher: EventWa
     assert all(m.focus["resourceType"] == "CarePlan" for m in missed)
     again = requests.post(f"{AFTERCARE}/CarePlan/$sweep-checkins", json=sweep, headers=JSON, timeout=10).json()
     assert again["parameter"][0]["valueInteger"] == 0
+
+
+def test_write_back_transactions_are_accepted_by_an_independent_fhir_server(watcher: EventWatcher, hapi) -> None:
+    import uuid
+
+    from tests.e2e.test_journey import created_id, submit
+    from tests.support.intake import PARTNER_SYSTEM, partner_submission
+
+    mrn = uuid.uuid4().hex[:10]
+    ehr_patient = requests.post(f"{hapi.base_url}/Patient", json={
+        "resourceType": "Patient", "identifier": [{"system": PARTNER_SYSTEM, "value": mrn}]},
+        headers=JSON, timeout=30)
+    assert ehr_patient.status_code == 201, ehr_patient.text
+    patient = created_id(submit(partner_submission(mrn)), "Patient")
+    careplan = watcher.wait_for("iop.careplan.created", patient)[0].focus
+    create(consent(patient, ["Organization/hospital-ehr"]))
+    sub = subscription("aftercare-planned", patient, hapi.base_url, "Organization/hospital-ehr", "full-resource")
+    sub["channel"]["extension"] += [
+        {"url": f"{LOCAL}/subscription-delivery-mode", "valueCode": "write-back"},
+        {"url": f"{LOCAL}/subscription-patient-identifier-system", "valueUri": PARTNER_SYSTEM}]
+    sub["channel"]["extension"][0]["valueUnsignedInt"] = 30
+    created = create(sub)
+    wait_until(lambda: requests.get(f"{AFTERCARE}/Subscription/{created['id']}", timeout=5).json()["status"]
+               == "active", 60, what="write-back endpoint checked")
+    graduate(careplan["id"])
+    aftercare_plan = watcher.wait_for("iop.aftercare.planned", patient)[0].focus
+    watcher.wait_for("iop.ehr.delivered", patient, timeout=60)
+    found = requests.get(f"{hapi.base_url}/CarePlan", params={
+        "identifier": f"https://iop-suite.org/fhir/NamingSystem/CarePlan|{aftercare_plan['id']}"}, timeout=30).json()
+    assert found["total"] == 1
+    ehr_plan = found["entry"][0]["resource"]
+    assert ehr_plan["subject"]["reference"].endswith(f"Patient/{ehr_patient.json()['id']}")
+    assert any(s["code"] == "42CFRPart2" for s in ehr_plan["meta"]["security"])

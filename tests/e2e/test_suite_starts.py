@@ -8,8 +8,8 @@ from tests.support.processes import TEST_PORTS, base_url
 
 SERVICES = list(TEST_PORTS)
 OWNED = {"intake": {"Patient", "Questionnaire", "QuestionnaireResponse", "Observation", "ServiceRequest", "Flag"},
-         "careplan": {"EpisodeOfCare", "CarePlan", "Goal"}, "encounters": {"Encounter"},
-         "aftercare": {"CarePlan", "ServiceRequest", "Consent", "Subscription"}}
+         "careplan": {"EpisodeOfCare", "CarePlan", "Goal", "Task"}, "encounters": {"Encounter"},
+         "aftercare": {"CarePlan", "Goal", "ServiceRequest", "Consent", "Subscription", "AuditEvent", "Provenance"}}
 
 
 @pytest.mark.parametrize("service", SERVICES)

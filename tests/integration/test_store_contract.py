@@ -215,12 +215,14 @@ def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
         assert tx.mark_applied("careplan-worker", "evt-0")
         tx.remember("bundle", "sub-1", {"status": 200})
         tx.put_value("lag:careplan:iop.intake.events", "3")
+        tx.enqueue("sub:ehr-1", {"kind": "handshake"})
         raise Refused
 
     assert store.read(PLAN, "p1") is None
     assert store.history(None, None, None, 10, 0).total == 0
     assert store.unsent_events(10) == []
     assert store.get_value("lag:careplan:iop.intake.events") is None
+    assert store.work("sub:ehr-1", ("queued",), 10) == []
     with store.transaction() as tx:
         assert tx.find_ids(PLAN, "status", None, "draft") == []
         assert tx.recall("bundle", "sub-1") is None
@@ -297,6 +299,8 @@ def test_named_values_and_data_version(store: Store, adapter: Adapter, locator: 
         tx.put_value("lag:careplan-worker:iop.encounter.events", "0")
         tx.put_value("relay:position", "17")
         tx.put_value("relay:position", "18")
+        assert tx.get_value("relay:position") == "18"  # a transaction reads its own writes
+        assert [n for n, _ in tx.values_with_prefix("relay:")] == ["relay:position"]
 
     assert store.get_value("relay:position") == "18"
     assert store.get_value("nothing") is None
@@ -308,6 +312,50 @@ def test_named_values_and_data_version(store: Store, adapter: Adapter, locator: 
     write(other, "p1", plan())
     assert store.data_version() != before  # another connection committed
     getattr(other, "close", lambda: None)()
+
+
+# -- work queues (one FIFO per subscriber) -------------------------------------------------------
+
+
+def test_a_work_queue_is_first_in_first_out_per_queue(store: Store) -> None:
+    with store.transaction() as tx:
+        first = tx.enqueue("sub:ehr-1", {"kind": "handshake"})
+        other = tx.enqueue("sub:ehr-2", {"kind": "handshake"})
+        second = tx.enqueue("sub:ehr-1", {"kind": "event", "ce_id": "evt-1"})
+        held = tx.enqueue("sub:ehr-1", {"kind": "event", "ce_id": "evt-2"}, status="blocked-consent")
+
+    queued = store.work("sub:ehr-1", ("queued",), 10)
+
+    assert first < other < second < held
+    assert [(w.seq, w.body) for w in queued] == [(first, {"kind": "handshake"}),
+                                                 (second, {"kind": "event", "ce_id": "evt-1"})]
+    assert {(w.queue, w.status, w.attempts, w.number) for w in queued} == {("sub:ehr-1", "queued", 0, None)}
+    assert [w.seq for w in store.work("sub:ehr-1", ("queued", "blocked-consent"), 10)] == [first, second, held]
+    assert [w.seq for w in store.work("sub:ehr-1", ("queued",), 1)] == [first]
+    assert [w.seq for w in store.work("sub:ehr-2", ("queued",), 10)] == [other]
+
+
+def test_work_items_are_updated_numbered_and_due(store: Store) -> None:
+    with store.transaction() as tx:
+        first = tx.enqueue("sub:ehr-1", {"kind": "event"})
+        second = tx.enqueue("sub:ehr-1", {"kind": "event"})
+        later = tx.enqueue("sub:ehr-2", {"kind": "event"})
+    with store.transaction() as tx:
+        tx.update_work(first, "delivered", 1, "2025-03-04T10:00:00.000Z", number=1)
+        tx.update_work(second, "delivered", 2, "2025-03-04T10:00:05.000Z", number=2)
+        tx.update_work(second, "queued", 3, "2025-03-04T10:00:09.000Z")  # a resend keeps its number
+        tx.update_work(later, "queued", 1, "2999-01-01T00:00:00.000Z")
+
+    delivered = store.work("sub:ehr-1", ("delivered",), 10)
+    resent = store.work("sub:ehr-1", ("queued",), 10)
+
+    assert [(w.seq, w.attempts, w.number) for w in delivered] == [(first, 1, 1)]
+    assert [(w.seq, w.attempts, w.number, w.not_before) for w in resent] == [
+        (second, 3, 2, "2025-03-04T10:00:09.000Z")]
+    assert [w.seq for w in store.work("sub:ehr-1", ("delivered", "queued"), 10, number_range=(2, 5))] == [second]
+    assert store.queues_due("queued", "2025-03-05T00:00:00.000Z") == ["sub:ehr-1"]  # ehr-2 waits until 2999
+    assert store.queues_due("queued", "2025-03-04T10:00:08.000Z") == []
+    assert store.queues_due("delivered", "2025-03-05T00:00:00.000Z") == ["sub:ehr-1"]
 
 
 # -- concurrent writers --------------------------------------------------------------------------

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
 from shared.events.catalogue import TOPICS
 from tests.support.waiting import wait_until
@@ -38,15 +37,16 @@ class EventWatcher:
     def __init__(self, bootstrap: str, topics: tuple[str, ...] = TOPICS) -> None:
         self.seen: list[Seen] = []
         self._lock, self._stop = threading.Lock(), threading.Event()
-        self._consumer = KafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"watch-{uuid.uuid4().hex}",
-                                       auto_offset_reset="latest", enable_auto_commit=False, fetch_max_wait_ms=50)
-        wait_until(self._assigned, 30, what="watcher assigned")
+        # Manual assignment, no consumer group: nothing to join, so the watcher is ready at once.
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                       fetch_max_wait_ms=50)
+        partitions = [TopicPartition(t, p) for t in topics for p in self._consumer.partitions_for_topic(t) or ()]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            self._consumer.position(tp)  # resolve "end" now: events from here on are seen
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
-
-    def _assigned(self) -> bool:
-        self._consumer.poll(timeout_ms=100)
-        return bool(self._consumer.assignment())
 
     def _run(self) -> None:
         while not self._stop.is_set():

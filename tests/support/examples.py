@@ -125,6 +125,27 @@ def _subscription(patient_id: str) -> dict[str, Any]:
             "end": "2026-03-04T00:00:00Z"}
 
 
+def _audit_event(patient_id: str) -> dict[str, Any]:
+    return {"resourceType": "AuditEvent",
+            "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110106", "display": "Export"},
+            "action": "E", "period": {"start": "2025-03-04T10:00:00.000Z", "end": "2025-03-04T10:00:00.120Z"},
+            "recorded": "2025-03-04T10:00:00.120Z", "outcome": "0", "outcomeDesc": "HTTP 200; 120 ms",
+            "agent": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/extra-security-role-type",
+                                            "code": "datacollector"}]},
+                       "who": {"display": "iop-suite aftercare"}, "requestor": False}],
+            "source": {"observer": {"display": "iop-suite aftercare"}},
+            "entity": [{"what": {"reference": "Subscription/community-clinic"}, "description": "notification"},
+                       {"what": {"reference": f"Patient/{patient_id}"}}]}
+
+
+def _provenance(patient_id: str) -> dict[str, Any]:
+    return {"resourceType": "Provenance", "target": [{"reference": f"CarePlan/plan-of-{patient_id}"}],
+            "recorded": "2025-03-04T10:00:00.120Z",
+            "activity": {"text": "disclosure to an external EHR under 42 CFR Part 2 consent"},
+            "agent": [{"who": {"display": "iop-suite aftercare"}}],
+            "entity": [{"role": "source", "what": {"reference": "Subscription/community-clinic"}}]}
+
+
 def _questionnaire(patient_id: str) -> dict[str, Any]:
     return {"resourceType": "Questionnaire", "url": "https://iop-suite.org/fhir/Questionnaire/weekly-checkin",
             "version": "1.0.0", "name": "WeeklyCheckIn", "title": "IOP weekly check-in", "status": "active",
@@ -138,12 +159,14 @@ EXAMPLES: dict[str, Callable[[str], dict[str, Any]]] = {
     "Observation": _observation, "ServiceRequest": _service_request, "Flag": _flag,
     "EpisodeOfCare": _episode_of_care, "CarePlan": _care_plan, "Goal": _goal, "Task": _task,
     "Encounter": _encounter,
-    "Consent": _consent, "Subscription": _subscription,
+    "Consent": _consent, "Subscription": _subscription, "AuditEvent": _audit_event, "Provenance": _provenance,
 }
 
 
 def minimal(resource_type: str, patient_id: str) -> dict[str, Any]:
     """A fresh, valid, realistic resource of `resource_type` about Patient/`patient_id`."""
+    if resource_type not in EXAMPLES or resource_type not in SHAPES:
+        raise KeyError(f"a service now serves {resource_type}: add its example and Shape to tests/support/examples.py")
     return copy.deepcopy(EXAMPLES[resource_type](patient_id))
 
 
@@ -152,7 +175,7 @@ class Shape:
     """Where a type keeps the things the conformance suite varies."""
 
     status_param: str | None    # search parameter of its status (None: the type has none)
-    status_element: str         # element with a required binding; Patient has no status, so gender
+    status_element: str         # path of an element with a required binding (its status where it has one)
     other_status: str           # a second value a client may create the type with
     date_path: tuple[str, ...]  # a date, dateTime or instant element, as keys from the root
     patient_param: str | None   # "subject" or "patient" when the type points at a patient
@@ -172,13 +195,36 @@ SHAPES: dict[str, Shape] = {
     "Encounter": Shape("status", "status", "arrived", ("period", "start"), "subject"),
     "Consent": Shape("status", "status", "proposed", ("dateTime",), "patient"),
     "Subscription": Shape("status", "status", "off", ("end",), None),
+    "AuditEvent": Shape(None, "action", "R", ("recorded",), "patient"),
+    "Provenance": Shape(None, "entity[0].role", "derivation", ("recorded",), "patient"),
 }
 
 
+def _steps(path: str) -> list[str | int]:
+    """`entity[0].role` -> ["entity", 0, "role"]."""
+    steps: list[str | int] = []
+    for part in path.split("."):
+        name, _, index = part.partition("[")
+        steps += [name, int(index.rstrip("]"))] if index else [name]
+    return steps
+
+
+def status_of(resource: dict[str, Any]) -> Any:
+    """The value of the coded element SHAPES names for the resource's type."""
+    node: Any = resource
+    for step in _steps(SHAPES[resource["resourceType"]].status_element):
+        node = node[step]
+    return node
+
+
 def with_status(resource: dict[str, Any], value: str) -> dict[str, Any]:
-    """A copy of `resource` whose status (or, for Patient, gender) is `value`."""
+    """A copy of `resource` whose status (or the element SHAPES names instead, e.g. Patient.gender) is `value`."""
     changed = copy.deepcopy(resource)
-    changed[SHAPES[resource["resourceType"]].status_element] = value
+    *parents, leaf = _steps(SHAPES[resource["resourceType"]].status_element)
+    node: Any = changed
+    for step in parents:
+        node = node[step]
+    node[leaf] = value
     return changed
 
 
