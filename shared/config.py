@@ -49,6 +49,12 @@ class Settings:
     delivery_backoff_cap_s: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_BACKOFF_CAP_S", "900")))
     delivery_give_up_hours: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_GIVE_UP_HOURS", "24")))
     checkin_sweep_s: int = field(default_factory=lambda: env_int("IOP_CHECKIN_SWEEP_S", 300))
+    auth_issuer: str = field(default_factory=lambda: env_str("IOP_AUTH_ISSUER", "iop-suite"))
+    auth_audience: str = field(default_factory=lambda: env_str("IOP_AUTH_AUDIENCE", "iop-suite"))
+    auth_leeway_s: int = field(default_factory=lambda: env_int("IOP_AUTH_LEEWAY_S", 30))
+    auth_hs256_secret: str = field(default_factory=lambda: env_str("IOP_AUTH_HS256_SECRET", ""))
+    auth_jwks: str = field(default_factory=lambda: env_str("IOP_AUTH_JWKS", ""))
+    auth_open_paths: str = field(default_factory=lambda: env_str("IOP_AUTH_OPEN_PATHS", "/healthz,/readyz,/metrics"))
     kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", True))
 
     def __post_init__(self) -> None:

@@ -57,7 +57,19 @@ def get_logger(name: str) -> Log:
     return Log(name)
 
 
+_service = {"name": ""}
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_service(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _base_factory(*args, **kwargs)
+    if _service["name"]:
+        record.service = _service["name"]
+    return record
+
+
 def configure(level: str = "INFO", service: str = "") -> None:
+    """JSON lines on stderr for this process; every record carries the service name. Safe to call again."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -65,12 +77,5 @@ def configure(level: str = "INFO", service: str = "") -> None:
     root.setLevel(level.upper())
     for noisy in ("kafka", "werkzeug", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if service:
-        old_factory = logging.getLogRecordFactory()
-
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = old_factory(*args, **kwargs)
-            record.service = service
-            return record
-
-        logging.setLogRecordFactory(factory)
+    _service["name"] = service
+    logging.setLogRecordFactory(_record_with_service)

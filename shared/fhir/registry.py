@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.auth import current_principal
 from shared.fhir.outcome import FhirError
 from shared.fhir.search import SearchParam, index_rows
 from shared.fhir.store import Stored, Transaction
@@ -22,7 +23,10 @@ BeforeWrite = Callable[[Transaction, dict, Stored | None], None]
 AfterWrite = Callable[[Transaction, Stored, Stored | None], None]
 
 COMMON_PARAMS = [SearchParam("_id", "token", "id", "logical id"),
-                 SearchParam("_lastUpdated", "date", "meta.lastUpdated", "when the resource last changed")]
+                 SearchParam("_lastUpdated", "date", "meta.lastUpdated", "when the resource last changed"),
+                 SearchParam("_tag", "token", "meta.tag", "a tag, system|code")]
+TAG_PARAM = COMMON_PARAMS[2]
+PARTNER_TAG = "https://iop-suite.org/fhir/CodeSystem/referral-partner"
 
 
 @dataclass
@@ -36,6 +40,8 @@ class ResourceDef:
     # A token search parameter that identifies the real-world thing (e.g. a Patient's identifier):
     # a create without If-None-Exist still matches an existing resource on it, never duplicates it.
     natural_key: str | None = None
+    # A referral partner's token (`partner` claim) sees only what it submitted of this type.
+    partner_scoped: bool = False
 
     def natural_criteria(self, resource: dict[str, Any]) -> str | None:
         if self.natural_key is None:
@@ -63,6 +69,11 @@ class Operation:
     handler: Callable[..., tuple[int, dict]]
     doc: str = ""
     method: str = "POST"
+    permission: str = ""  # SMART permission letter it needs; default r for GET, u for POST
+
+    @property
+    def needs(self) -> str:
+        return self.permission or ("r" if self.method == "GET" else "u")
 
 
 class Registry:
@@ -84,6 +95,22 @@ class Registry:
             raise FhirError.single(404, f"resource type {rtype} is not served by the {self.service} service",
                                    code="not-supported")
         return rdef
+
+
+def partner_of_caller(rdef: ResourceDef) -> str | None:
+    """The referral partner the current caller acts for, when this type is confined per partner."""
+    principal = current_principal.get()
+    return principal.partner if principal is not None and principal.partner and rdef.partner_scoped else None
+
+
+def owned_by(resource: dict[str, Any], partner: str) -> bool:
+    return any(t.get("system") == PARTNER_TAG and t.get("code") == partner
+               for t in (resource.get("meta") or {}).get("tag", []))
+
+
+def tag_partner(meta: dict[str, Any], partner: str) -> dict[str, Any]:
+    tags = [t for t in meta.get("tag", []) if t.get("system") != PARTNER_TAG]
+    return {**meta, "tag": [*tags, {"system": PARTNER_TAG, "code": partner}]}
 
 
 class Repository:
@@ -118,8 +145,13 @@ class Repository:
         body = {k: v for k, v in resource.items() if k != "meta"}
         if resource.get("meta"):
             body["meta"] = {k: v for k, v in resource["meta"].items() if k not in ("versionId", "lastUpdated")}
+        partner = partner_of_caller(rdef)
+        if partner is not None:
+            if live_previous is not None and not owned_by(live_previous.resource, partner):
+                raise FhirError.single(404, f"{rdef.type}/{rid} is not known", code="not-found")
+            body["meta"] = tag_partner(body.get("meta") or {}, partner)
         stored = tx.write(rdef.type, rid, body, [], expected_version)
-        tx.write_index(rdef.type, rid, index_rows(stored.resource, rdef.params))
+        tx.write_index(rdef.type, rid, index_rows(stored.resource, [*rdef.params, TAG_PARAM]))
         for hook in rdef.after_write:
             hook(tx, stored, live_previous)
         return stored

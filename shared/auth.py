@@ -1,0 +1,137 @@
+"""Bearer JWTs and SMART scopes on every FHIR endpoint.
+
+Tokens are verified with PyJWT: RS256/ES256 against a JWKS (file or URL, IOP_AUTH_JWKS), or
+HS256 with a shared secret for development (IOP_AUTH_HS256_SECRET, else a random secret kept
+under var/auth/ that `iop token` reads too). Issuer, audience and expiry are always checked.
+SMART v2 scopes (`system/CarePlan.rs`, `user/*.cruds`) and v1 (`.read`, `.write`, `.*`) are
+understood. A `partner` claim confines a referral partner to its own submissions.
+"""
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+from shared.fhir.outcome import FhirError, Issue
+
+SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|c?r?u?d?s?)$")
+V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+ASYMMETRIC = ["RS256", "ES256"]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what their token lets them do."""
+
+    subject: str
+    client_id: str | None = None
+    partner: str | None = None
+    grants: dict[str, str] = field(default_factory=dict)  # resource type or "*" -> permission letters
+
+    def may(self, rtype: str, permission: str) -> bool:
+        held = self.grants.get(rtype, "") + self.grants.get("*", "")
+        return permission in held
+
+    @property
+    def who(self) -> str:
+        return self.client_id or self.subject
+
+
+current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
+
+
+def parse_scopes(scope: str | list[str]) -> dict[str, str]:
+    grants: dict[str, str] = {}
+    for item in scope.split() if isinstance(scope, str) else scope:
+        found = SCOPE.match(item)
+        if not found:
+            continue  # openid, launch, offline_access ... say nothing about FHIR data
+        _, rtype, perm = found.groups()
+        grants[rtype] = grants.get(rtype, "") + V1.get(perm, perm)
+    return grants
+
+
+def dev_secret_path(var_dir: Path) -> Path:
+    return var_dir / "auth" / "dev-hs256.secret"
+
+
+def dev_secret(var_dir: Path) -> str:
+    """The development HS256 secret: made once per checkout, readable only by its owner."""
+    path = dev_secret_path(var_dir)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def unauthorized(message: str) -> FhirError:
+    return FhirError(401, [Issue(message, code="login")],
+                     {"WWW-Authenticate": f'Bearer realm="iop-suite", error="invalid_token", '
+                                          f'error_description="{message}"'})
+
+
+def forbidden(message: str) -> FhirError:
+    return FhirError(403, [Issue(message, code="forbidden")])
+
+
+class TokenVerifier:
+    def __init__(self, issuer: str, audience: str, leeway_s: int, hs256_secret: str | None = None,
+                 jwks: str | None = None) -> None:
+        self.issuer, self.audience, self.leeway = issuer, audience, leeway_s
+        self.secret = hs256_secret
+        self._jwks_client = jwt.PyJWKClient(jwks) if jwks and jwks.startswith(("http://", "https://")) else None
+        self._jwks_file = jwt.PyJWKSet.from_dict(json.loads(Path(jwks).read_text())) if jwks and not \
+            self._jwks_client else None
+
+    def _key(self, token: str, alg: str) -> Any:
+        if alg == "HS256":
+            if not self.secret:
+                raise unauthorized("HS256 tokens are not accepted here")
+            return self.secret
+        if alg not in ASYMMETRIC:
+            raise unauthorized(f"algorithm {alg} is not accepted")
+        if self._jwks_client is not None:
+            return self._jwks_client.get_signing_key_from_jwt(token).key
+        if self._jwks_file is not None:
+            kid = jwt.get_unverified_header(token).get("kid")
+            keys = [k for k in self._jwks_file.keys if kid is None or k.key_id == kid]
+            if keys:
+                return keys[0].key
+        raise unauthorized("no key to verify this token")
+
+    def verify(self, header: str | None) -> Principal:
+        if not header or not header.startswith("Bearer "):
+            raise unauthorized("a Bearer token is required")
+        token = header.removeprefix("Bearer ").strip()
+        try:
+            alg = jwt.get_unverified_header(token).get("alg", "")
+            claims = jwt.decode(token, self._key(token, alg), algorithms=[alg], audience=self.audience,
+                                issuer=self.issuer, leeway=self.leeway,
+                                options={"require": ["exp", "iss", "aud", "sub"]})
+        except jwt.PyJWTError as exc:
+            raise unauthorized(f"the token is not valid: {type(exc).__name__}") from None
+        except jwt.exceptions.PyJWKClientError:
+            raise unauthorized("the token's signing key could not be found") from None
+        return Principal(claims["sub"], claims.get("client_id") or claims.get("azp"), claims.get("partner"),
+                         parse_scopes(claims.get("scope") or claims.get("scp") or ""))
+
+
+def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "iop-suite", subject: str = "dev",
+         partner: str | None = None, ttl_s: int = 3600, client_id: str | None = None) -> str:
+    """A development HS256 token (for `iop token` and tests)."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"iss": issuer, "aud": audience, "sub": subject, "iat": now, "exp": now + ttl_s,
+                              "scope": scopes}
+    if partner:
+        claims["partner"] = partner
+    if client_id:
+        claims["client_id"] = client_id
+    return jwt.encode(claims, secret, algorithm="HS256")
