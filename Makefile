@@ -37,7 +37,7 @@ run: setup ## Set up and start everything: broker, topics, four services and the
 	@$(if $(OWN_KAFKA),deploy/kafka/kafka.sh start,echo "kafka: using $(KAFKA_BOOTSTRAP_SERVERS)")
 	@$(PY) -m shared.events.admin topics
 	@deploy/suite.sh start
-	@echo "Development token (all scopes):  $(PY) -m shared.cli token --scope 'system/*.cruds'"
+	@echo "A development token (all scopes): .venv/bin/iop token --scope 'system/*.cruds'"
 	@echo "Stop with: make stop"
 
 stop: ## Stop the services, their workers and the local broker

@@ -9,6 +9,8 @@ import time
 
 from kafka import KafkaConsumer
 
+from shared.auth import dev_secret, mint
+from shared.config import Settings
 from shared.events import dlq
 from shared.events.catalogue import ALL_TOPICS
 
@@ -73,6 +75,14 @@ def dlq_replay(args: argparse.Namespace) -> int:
     return 0 if count or args.id is None else 1
 
 
+def token(args: argparse.Namespace) -> int:
+    """Mint a development token with the secret the local services use (never for production)."""
+    settings = Settings("cli")
+    secret = settings.auth_hs256_secret or dev_secret(settings.var_dir)
+    print(mint(secret, args.scope, settings.auth_issuer, settings.auth_audience, args.sub, args.partner, args.ttl))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iop", description="Operate the iop-suite from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("topic")
     rep.add_argument("--id", help="only the event with this ce_id")
     rep.set_defaults(func=dlq_replay)
+    tok = sub.add_parser("token", help="mint a development Bearer token (HS256, the local dev secret)")
+    tok.add_argument("--scope", default="system/*.cruds", help="SMART scopes, space separated")
+    tok.add_argument("--sub", default="dev", help="the subject (who is calling)")
+    tok.add_argument("--partner", help="confine the token to one referral partner's submissions")
+    tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
+    tok.set_defaults(func=token)
     return parser
 
 

@@ -10,6 +10,7 @@ from flask import Flask, g, request
 from flask import Response as FlaskResponse
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from shared import access
 from shared.config import Settings
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
@@ -20,6 +21,13 @@ from shared.logs import configure, get_logger
 from shared.metrics import Metrics
 
 VERSION = "0.1.0"
+SMART_SECURITY = {
+    "cors": False,
+    "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                             "code": "SMART-on-FHIR"}]}],
+    "description": "Bearer JWT (RS256/ES256 via JWKS, HS256 for development); SMART v2 scopes such as "
+                   "system/CarePlan.rs or user/*.cruds (v1 .read/.write accepted).",
+}
 log = get_logger("iop.web")
 
 
@@ -148,5 +156,6 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     app.extensions["iop"] = ctx
     _register_errors(app)
     _register_observability(app, ctx)
-    mount_fhir(app, FhirEndpoints(api, VERSION, security))
+    access.install(app, settings, api)
+    mount_fhir(app, FhirEndpoints(api, VERSION, security or SMART_SECURITY))
     return app

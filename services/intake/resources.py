@@ -12,16 +12,18 @@ from shared.fhir.registry import Registry, Repository, ResourceDef
 def build_registry(settings: Settings) -> Registry:
     registry = Registry("intake")
     handlers = IntakeHandlers(Repository(registry), Outbox(settings.base_url))
-    registry.add(ResourceDef("Patient", params.PATIENT, natural_key="identifier",
+    registry.add(ResourceDef("Patient", params.PATIENT, natural_key="identifier", partner_scoped=True,
                              doc="Patients, matched by the referral partner's identifier"))
     registry.add(ResourceDef("Questionnaire", params.QUESTIONNAIRE, read_only=True,
                              doc="The IOP intake and re-assessment questionnaires (read-only catalogue)"))
     registry.add(ResourceDef("QuestionnaireResponse", params.QUESTIONNAIRE_RESPONSE,
                              before_write=[label_part2, handlers.check_response], after_write=[handlers.on_response],
+                             partner_scoped=True,
                              doc="Intake and re-assessment responses; a completed one is scored and triaged"))
-    registry.add(ResourceDef("Observation", params.OBSERVATION, before_write=[label_part2],
+    registry.add(ResourceDef("Observation", params.OBSERVATION, before_write=[label_part2], partner_scoped=True,
                              doc="Instrument scores and the level-of-care recommendation"))
-    registry.add(ResourceDef("ServiceRequest", params.SERVICE_REQUEST, before_write=[label_part2],
+    registry.add(ResourceDef("ServiceRequest", params.SERVICE_REQUEST, before_write=[label_part2], partner_scoped=True,
                              doc="Incoming referrals to the IOP"))
-    registry.add(ResourceDef("Flag", params.FLAG, before_write=[label_part2], doc="Safety flags raised by intake"))
+    registry.add(ResourceDef("Flag", params.FLAG, before_write=[label_part2], partner_scoped=True,
+                             doc="Safety flags raised by intake"))
     return registry

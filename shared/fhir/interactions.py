@@ -11,7 +11,8 @@ from shared.fhir import bundles
 from shared.fhir.dates import date_range
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.query import parse_query
-from shared.fhir.registry import Registry, Repository
+from shared.fhir.registry import PARTNER_TAG, TAG_PARAM, Registry, Repository, ResourceDef, owned_by, partner_of_caller
+from shared.fhir.search import condition
 from shared.fhir.store import Store, Stored, Transaction
 from shared.fhir.validation import check_id
 
@@ -22,6 +23,11 @@ class Response:
     body: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     stored: Stored | None = None
+
+
+def visible(rdef: ResourceDef, stored: Stored) -> bool:
+    partner = partner_of_caller(rdef)
+    return partner is None or owned_by(stored.resource, partner)
 
 
 def parse_etag(raw: str | None) -> int | None:
@@ -53,20 +59,20 @@ class FhirApi:
 
     # -- read side -------------------------------------------------------------------------
     def read(self, rtype: str, rid: str) -> Response:
-        self.registry.get(rtype)
+        rdef = self.registry.get(rtype)
         check_id(rid)
         stored = self.store.read(rtype, rid)
-        if stored is None:
+        if stored is None or not visible(rdef, stored):
             raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
         if stored.deleted:
             raise FhirError.single(410, f"{rtype}/{rid} was deleted", code="deleted")
         return resource_response(self.base, stored, 200)
 
     def vread(self, rtype: str, rid: str, vid: str) -> Response:
-        self.registry.get(rtype)
+        rdef = self.registry.get(rtype)
         check_id(rid)
         stored = self.store.vread(rtype, rid, int(vid)) if vid.isdigit() else None
-        if stored is None:
+        if stored is None or not visible(rdef, stored):
             raise FhirError.single(404, f"{rtype}/{rid} has no version {vid}", code="not-found")
         if stored.deleted:
             raise FhirError.single(410, f"{rtype}/{rid} version {vid} is a deletion", code="deleted")
@@ -75,16 +81,22 @@ class FhirApi:
     def search(self, rtype: str, items: list[tuple[str, str]], strict: bool) -> Response:
         rdef = self.registry.get(rtype)
         q = parse_query(rdef, items, strict)
+        partner = partner_of_caller(rdef)
+        if partner is not None:  # a referral partner sees only its own submissions
+            q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
         page = self.store.search(rtype, q.where, q.order, q.count, q.offset)
         return Response(200, bundles.searchset(self.base, f"{self.base}/{rtype}", q.used, page, q.count, q.offset))
 
     def history(self, rtype: str | None, rid: str | None, items: list[tuple[str, str]]) -> Response:
-        if rtype:
-            self.registry.get(rtype)
+        rdef = self.registry.get(rtype) if rtype else None
         if rid:
             check_id(rid)
-            if rtype and self.store.read(rtype, rid) is None:
+            current = self.store.read(rtype, rid) if rtype else None
+            if rtype and (current is None or not visible(rdef, current)):
                 raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
+        elif rdef is not None and partner_of_caller(rdef) is not None:
+            raise FhirError.single(403, "a referral partner may read the history of its own resources only",
+                                   code="forbidden")
         args = dict(items)
         count = min(int(args.get("_count", "50")), 1000) if args.get("_count", "50").isdigit() else 50
         offset = int(args["_offset"]) if args.get("_offset", "").isdigit() else 0
@@ -107,6 +119,9 @@ class FhirApi:
         if not q.where:
             raise FhirError.single(412, "a conditional request needs at least one search criterion",
                                    code="invalid")
+        partner = partner_of_caller(rdef)
+        if partner is not None:
+            q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
         return self.store.search(rtype, q.where, q.order, 2, 0).items
 
     # -- write side ------------------------------------------------------------------------

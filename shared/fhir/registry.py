@@ -13,6 +13,7 @@ from typing import Any
 
 from shared.auth import current_principal
 from shared.fhir.outcome import FhirError
+from shared.fhir.params import AUDIT_EVENT
 from shared.fhir.search import SearchParam, index_rows
 from shared.fhir.store import Stored, Transaction
 from shared.fhir.validation import validate_resource
@@ -81,6 +82,9 @@ class Registry:
         self.service = service
         self.types: dict[str, ResourceDef] = {}
         self.operations: dict[tuple[str | None, bool, str], Operation] = {}
+        # Every service keeps its own audit trail of who read or changed patient data (shared/access.py).
+        self.add(ResourceDef("AuditEvent", AUDIT_EVENT, read_only=True,
+                             doc="Who read or changed what, when, with what outcome"))
 
     def add(self, rdef: ResourceDef) -> ResourceDef:
         self.types[rdef.type] = rdef

@@ -12,6 +12,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from services.aftercare.notifications import verify_signature
 from tests.e2e.test_journey import JSON, admit, current_plan, put
+from tests.support.auth import http
 from tests.support.events import EventWatcher
 from tests.support.processes import Proc, base_url
 from tests.support.waiting import wait_until
@@ -32,15 +33,15 @@ class Receiver:
 
     def _up(self) -> bool:
         try:
-            return requests.get(f"{self.url}/_received", timeout=1).ok
+            return http.get(f"{self.url}/_received", timeout=1).ok
         except requests.RequestException:
             return False
 
     def mode(self, mode: str, delay_s: float = 0) -> None:
-        requests.post(f"{self.url}/_control", json={"mode": mode, "delay_s": delay_s}, timeout=5)
+        http.post(f"{self.url}/_control", json={"mode": mode, "delay_s": delay_s}, timeout=5)
 
     def received(self) -> list[dict]:
-        return requests.get(f"{self.url}/_received", timeout=5).json()
+        return http.get(f"{self.url}/_received", timeout=5).json()
 
     def notifications(self) -> list[dict]:
         """Event notifications only (not the handshake), as parsed Bundles."""
@@ -101,7 +102,7 @@ def subscription(topic: str, patient: str, endpoint: str, organisation: str, con
 
 
 def create(resource: dict) -> dict:
-    resp = requests.post(f"{AFTERCARE}/{resource['resourceType']}", json=resource, headers=JSON, timeout=10)
+    resp = http.post(f"{AFTERCARE}/{resource['resourceType']}", json=resource, headers=JSON, timeout=10)
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -109,7 +110,7 @@ def create(resource: dict) -> dict:
 def subscribe(topic: str, patient: str, receiver: Receiver, organisation: str, content: str = "id-only") -> dict:
     sub = create(subscription(topic, patient, receiver.url + "/notify", organisation, content))
     assert sub["status"] == "requested" and "subscription-hmac-secret" not in json.dumps(sub)
-    wait_until(lambda: requests.get(f"{AFTERCARE}/Subscription/{sub['id']}", timeout=5).json()["status"] == "active",
+    wait_until(lambda: http.get(f"{AFTERCARE}/Subscription/{sub['id']}", timeout=5).json()["status"] == "active",
                30, what="handshake done")
     return sub
 
@@ -122,7 +123,7 @@ def revise(careplan_id: str, text: str) -> None:
 
 def graduate(careplan_id: str) -> None:
     override = {"resourceType": "Parameters", "parameter": [{"name": "override-reason", "valueString": "test"}]}
-    resp = requests.post(f"{CAREPLAN}/CarePlan/{careplan_id}/$graduate", json=override, headers=JSON, timeout=10)
+    resp = http.post(f"{CAREPLAN}/CarePlan/{careplan_id}/$graduate", json=override, headers=JSON, timeout=10)
     assert resp.status_code == 200, resp.text
 
 
@@ -145,9 +146,9 @@ def test_given_a_graduation_then_aftercare_is_planned_and_a_subscribed_ehr_gets_
     careplans = [e["resource"] for e in bundle["entry"][1:] if e.get("resource", {}).get("resourceType") == "CarePlan"]
     assert careplans and any(s["code"] == "42CFRPart2" for s in careplans[0]["meta"]["security"])
     watcher.wait_for("iop.ehr.delivered", patient)
-    audit = requests.get(f"{AFTERCARE}/AuditEvent", params={"entity": f"Subscription/{sub['id']}"}, timeout=5).json()
+    audit = http.get(f"{AFTERCARE}/AuditEvent", params={"entity": f"Subscription/{sub['id']}"}, timeout=5).json()
     assert audit["total"] >= 2  # the handshake and the notification, each with outcome and latency
-    Bundle.model_validate(ehr_status := requests.get(f"{AFTERCARE}/Subscription/{sub['id']}/$status",
+    Bundle.model_validate(ehr_status := http.get(f"{AFTERCARE}/Subscription/{sub['id']}/$status",
                                                      timeout=5).json())
     assert ehr_status["entry"][0]["resource"]["resourceType"] == "Parameters"
 
@@ -173,7 +174,7 @@ def test_given_an_ehr_down_for_a_while_then_every_notification_arrives_in_order_
     assert numbers == [[1], [2], [3]]
     focus_versions = [b["entry"][1]["fullUrl"] for b in down.notifications()]
     assert len(set(focus_versions)) == 1 and focus_versions[0].endswith(careplan["id"])
-    replay = requests.get(f"{AFTERCARE}/Subscription/{sub_down['id']}/$events",
+    replay = http.get(f"{AFTERCARE}/Subscription/{sub_down['id']}/$events",
                           params={"eventsSinceNumber": 2, "eventsUntilNumber": 3}, timeout=5).json()
     Bundle.model_validate(replay)
     assert event_numbers(replay) == [2, 3] and status_of(replay)["type"] == "query-event"
@@ -185,21 +186,21 @@ def test_without_consent_nothing_is_sent_and_a_revoked_consent_stops_queued_deli
     patient, careplan = admit(watcher)
     sub = subscribe("careplan-revised", patient, ehr, "Organization/ehr-a")
     revise(careplan["id"], "Revision without consent")
-    blocked = wait_until(lambda: [a for a in requests.get(f"{AFTERCARE}/AuditEvent", params={
+    blocked = wait_until(lambda: [a for a in http.get(f"{AFTERCARE}/AuditEvent", params={
         "entity": f"Subscription/{sub['id']}", "outcome": "4"}, timeout=5).json().get("entry", [])], 30,
         what="blocked-by-consent audit")
     assert "no consent" in blocked[0]["resource"]["outcomeDesc"]
     granted = create(consent(patient, ["Organization/ehr-a"]))
     ehr.mode("fail")
     revise(careplan["id"], "Revision queued while the EHR fails")
-    wait_until(lambda: len([a for a in requests.get(f"{AFTERCARE}/AuditEvent", params={
+    wait_until(lambda: len([a for a in http.get(f"{AFTERCARE}/AuditEvent", params={
         "entity": f"Subscription/{sub['id']}", "outcome": "4"}, timeout=5).json().get("entry", [])]) >= 2, 30,
         what="a failed attempt")
     revoked = dict(granted, status="inactive")
-    assert requests.put(f"{AFTERCARE}/Consent/{granted['id']}", json=revoked, headers={
+    assert http.put(f"{AFTERCARE}/Consent/{granted['id']}", json=revoked, headers={
         **JSON, "If-Match": 'W/"1"'}, timeout=5).status_code == 200
     ehr.mode("ok")
-    wait_until(lambda: any("revoked" in a["resource"]["outcomeDesc"] for a in requests.get(
+    wait_until(lambda: any("revoked" in a["resource"]["outcomeDesc"] for a in http.get(
         f"{AFTERCARE}/AuditEvent", params={"entity": f"Subscription/{sub['id']}"}, timeout=5).json()["entry"]),
         60, what="the queued delivery blocked at send time")
     assert ehr.notifications() == []
@@ -211,11 +212,11 @@ def test_a_missed_checkin_is_raised_once_when_its_window_passes(watcher: EventWa
     watcher.wait_for("iop.aftercare.planned", patient)
     later = (date.today() + timedelta(days=30)).isoformat()
     sweep = {"resourceType": "Parameters", "parameter": [{"name": "date", "valueDate": later}]}
-    first = requests.post(f"{AFTERCARE}/CarePlan/$sweep-checkins", json=sweep, headers=JSON, timeout=10).json()
+    first = http.post(f"{AFTERCARE}/CarePlan/$sweep-checkins", json=sweep, headers=JSON, timeout=10).json()
     assert first["parameter"][0]["valueInteger"] >= 2  # weeks 1 and 2 (and 4) have passed unmet
     missed = watcher.wait_for("iop.aftercare.checkin-missed", patient, count=2)
     assert all(m.focus["resourceType"] == "CarePlan" for m in missed)
-    again = requests.post(f"{AFTERCARE}/CarePlan/$sweep-checkins", json=sweep, headers=JSON, timeout=10).json()
+    again = http.post(f"{AFTERCARE}/CarePlan/$sweep-checkins", json=sweep, headers=JSON, timeout=10).json()
     assert again["parameter"][0]["valueInteger"] == 0
 
 
@@ -226,7 +227,7 @@ def test_write_back_transactions_are_accepted_by_an_independent_fhir_server(watc
     from tests.support.intake import PARTNER_SYSTEM, partner_submission
 
     mrn = uuid.uuid4().hex[:10]
-    ehr_patient = requests.post(f"{hapi.base_url}/Patient", json={
+    ehr_patient = http.post(f"{hapi.base_url}/Patient", json={
         "resourceType": "Patient", "identifier": [{"system": PARTNER_SYSTEM, "value": mrn}]},
         headers=JSON, timeout=30)
     assert ehr_patient.status_code == 201, ehr_patient.text
@@ -239,12 +240,12 @@ def test_write_back_transactions_are_accepted_by_an_independent_fhir_server(watc
         {"url": f"{LOCAL}/subscription-patient-identifier-system", "valueUri": PARTNER_SYSTEM}]
     sub["channel"]["extension"][0]["valueUnsignedInt"] = 30
     created = create(sub)
-    wait_until(lambda: requests.get(f"{AFTERCARE}/Subscription/{created['id']}", timeout=5).json()["status"]
+    wait_until(lambda: http.get(f"{AFTERCARE}/Subscription/{created['id']}", timeout=5).json()["status"]
                == "active", 60, what="write-back endpoint checked")
     graduate(careplan["id"])
     aftercare_plan = watcher.wait_for("iop.aftercare.planned", patient)[0].focus
     watcher.wait_for("iop.ehr.delivered", patient, timeout=60)
-    found = requests.get(f"{hapi.base_url}/CarePlan", params={
+    found = http.get(f"{hapi.base_url}/CarePlan", params={
         "identifier": f"https://iop-suite.org/fhir/NamingSystem/CarePlan|{aftercare_plan['id']}"}, timeout=30).json()
     assert found["total"] == 1
     ehr_plan = found["entry"][0]["resource"]

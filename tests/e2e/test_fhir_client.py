@@ -18,6 +18,7 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import ResourceNotFound
 
 from tests.support import processes
+from tests.support.auth import token
 from tests.support.examples import minimal
 from tests.support.waiting import wait_until
 
@@ -58,7 +59,7 @@ def careplan_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def client(careplan_base: str) -> SyncFHIRClient:
-    return SyncFHIRClient(careplan_base)
+    return SyncFHIRClient(careplan_base, authorization=f"Bearer {token()}")
 
 
 def test_a_care_plan_is_created_read_and_revised(client: SyncFHIRClient) -> None:

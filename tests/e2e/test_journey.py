@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import requests
 
+from tests.support.auth import http
 from tests.support.events import EventWatcher
 from tests.support.intake import partner_submission
 from tests.support.processes import base_url
@@ -13,7 +14,7 @@ JSON = {"Content-Type": "application/fhir+json"}
 
 
 def submit(bundle: dict) -> dict:
-    resp = requests.post(INTAKE, json=bundle, headers=JSON, timeout=10)
+    resp = http.post(INTAKE, json=bundle, headers=JSON, timeout=10)
     assert resp.status_code == 200, resp.text
     return resp.json()
 
@@ -34,10 +35,10 @@ def test_given_a_referral_when_the_intake_is_submitted_then_a_plan_and_its_sessi
     careplan = created.focus
     assert careplan["status"] == "active" and careplan["subject"]["reference"] == f"Patient/{patient}"
     assert created.of_type("Goal") and created.of_type("EpisodeOfCare")
-    plans = requests.get(f"{CAREPLAN}/CarePlan", params={"patient": patient}, timeout=5).json()
+    plans = http.get(f"{CAREPLAN}/CarePlan", params={"patient": patient}, timeout=5).json()
     assert plans["total"] == 1
     planned = watcher.wait_for("iop.encounter.planned", patient)
-    sessions = wait_until(lambda: requests.get(f"{ENCOUNTERS}/Encounter", params={
+    sessions = wait_until(lambda: http.get(f"{ENCOUNTERS}/Encounter", params={
         "patient": patient, "status": "planned"}, timeout=5).json().get("total"), 30, what="planned sessions")
     assert sessions >= len(planned) > 0
 
@@ -51,14 +52,14 @@ def admit(watcher: EventWatcher) -> tuple[str, dict]:
 
 
 def sessions_of(patient: str, status: str = "planned") -> list[dict]:
-    bundle = requests.get(f"{ENCOUNTERS}/Encounter", params={"patient": patient, "status": status,
+    bundle = http.get(f"{ENCOUNTERS}/Encounter", params={"patient": patient, "status": status,
                                                              "_sort": "date", "_count": 100}, timeout=5).json()
     return [e["resource"] for e in bundle.get("entry", [])]
 
 
 def put(url: str, resource: dict) -> requests.Response:
     etag = f'W/"{resource["meta"]["versionId"]}"'
-    return requests.put(f"{url}/{resource['resourceType']}/{resource['id']}", json=resource,
+    return http.put(f"{url}/{resource['resourceType']}/{resource['id']}", json=resource,
                         headers={**JSON, "If-Match": etag}, timeout=10)
 
 
@@ -68,7 +69,7 @@ NO_SHOW = {"url": "http://hl7.org/fhir/StructureDefinition/encounter-reasonCance
 
 
 def current_plan(careplan_id: str) -> dict:
-    return requests.get(f"{CAREPLAN}/CarePlan/{careplan_id}", timeout=5).json()
+    return http.get(f"{CAREPLAN}/CarePlan/{careplan_id}", timeout=5).json()
 
 
 def attendance(careplan: dict) -> dict[str, float]:
@@ -101,10 +102,10 @@ def test_an_invalid_session_transition_is_refused_with_409_and_stores_nothing(wa
     patient, _ = admit(watcher)
     session = sessions_of(patient)[0]
     assert put(ENCOUNTERS, dict(session, status="finished")).status_code == 200
-    finished = requests.get(f"{ENCOUNTERS}/Encounter/{session['id']}", timeout=5).json()
+    finished = http.get(f"{ENCOUNTERS}/Encounter/{session['id']}", timeout=5).json()
     back = put(ENCOUNTERS, dict(finished, status="planned"))
     assert back.status_code == 409 and back.json()["resourceType"] == "OperationOutcome"
-    assert requests.get(f"{ENCOUNTERS}/Encounter/{session['id']}", timeout=5).json()["status"] == "finished"
+    assert http.get(f"{ENCOUNTERS}/Encounter/{session['id']}", timeout=5).json()["status"] == "finished"
 
 
 def test_given_a_reassessment_then_goal_achievement_changes_and_is_announced(watcher: EventWatcher) -> None:
@@ -113,13 +114,13 @@ def test_given_a_reassessment_then_goal_achievement_changes_and_is_announced(wat
 
     patient, careplan = admit(watcher)
     follow_up = response(PHQ9_URL, f"Patient/{patient}", **phq9([0, 1, 0, 1, 0, 0, 1, 0, 0]))
-    resp = requests.post(f"{INTAKE}/QuestionnaireResponse", json=follow_up, headers=JSON, timeout=10)
+    resp = http.post(f"{INTAKE}/QuestionnaireResponse", json=follow_up, headers=JSON, timeout=10)
     assert resp.status_code == 201, resp.text
     completed = watcher.wait_for("iop.assessment.completed", patient)[0]
     assert completed.of_type("Observation")[0]["valueInteger"] == 3
     updated = watcher.wait_for("iop.goal.updated", patient)[0].focus
     assert updated["achievementStatus"]["coding"][0]["code"] == "achieved"
-    goal = requests.get(f"{CAREPLAN}/Goal/{updated['id']}", timeout=5).json()
+    goal = http.get(f"{CAREPLAN}/Goal/{updated['id']}", timeout=5).json()
     assert goal["achievementStatus"]["coding"][0]["code"] == "achieved"
 
 
@@ -142,19 +143,19 @@ def test_a_clinicians_revision_emits_exactly_one_event_carrying_the_new_version(
 def test_graduation_refused_then_granted_by_override_emits_exactly_one_event(watcher: EventWatcher) -> None:
     patient, careplan = admit(watcher)
     url = f"{CAREPLAN}/CarePlan/{careplan['id']}/$graduate"
-    refused = requests.post(url, json={"resourceType": "Parameters"}, headers=JSON, timeout=10)
+    refused = http.post(url, json={"resourceType": "Parameters"}, headers=JSON, timeout=10)
     assert refused.status_code == 422
     problems = " ".join(i["diagnostics"] for i in refused.json()["issue"])
     assert "attendance" in problems
     override = {"resourceType": "Parameters", "parameter": [
         {"name": "override-reason", "valueString": "Stepping down early: stable and moving out of the area."}]}
-    granted = requests.post(url, json=override, headers=JSON, timeout=10)
+    granted = http.post(url, json=override, headers=JSON, timeout=10)
     assert granted.status_code == 200, granted.text
     assert granted.json()["status"] == "completed"
     graduated = watcher.wait_for("iop.careplan.graduated", patient)
     assert graduated[0].focus["status"] == "completed"
     episode = graduated[0].of_type("EpisodeOfCare")[0]
     assert episode["status"] == "finished"
-    again = requests.post(url, json=override, headers=JSON, timeout=10)
+    again = http.post(url, json=override, headers=JSON, timeout=10)
     assert again.status_code == 422
     assert len(watcher.events("iop.careplan.graduated", patient)) == 1

@@ -27,7 +27,8 @@ def test_every_service_describes_what_it_serves(suite, service: str) -> None:
     assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("application/fhir+json")
     cs = resp.json()
     assert cs["resourceType"] == "CapabilityStatement" and cs["fhirVersion"] == "4.0.1"
-    assert {r["type"] for r in cs["rest"][0]["resource"]} == OWNED[service]
+    assert {r["type"] for r in cs["rest"][0]["resource"]} == OWNED[service] | {"AuditEvent"}
+    assert cs["rest"][0]["security"]["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
 
 
 @pytest.mark.parametrize("service", SERVICES)

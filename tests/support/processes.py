@@ -10,6 +10,7 @@ from pathlib import Path
 import requests
 
 from shared.config import ROOT
+from tests.support.auth import TEST_SECRET
 from tests.support.waiting import wait_until
 
 TEST_PORTS = {"intake": 18081, "careplan": 18082, "encounters": 18083, "aftercare": 18084}
@@ -19,7 +20,8 @@ def service_env(var_dir: Path, bootstrap: str, extra: dict[str, str] | None = No
     env = {**os.environ, "IOP_VAR_DIR": str(var_dir), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
            "IOP_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
            # EHR retries in seconds, not minutes, so outage tests finish quickly.
-           "IOP_DELIVERY_BACKOFF_BASE_S": "0.2", "IOP_DELIVERY_BACKOFF_CAP_S": "2"}
+           "IOP_DELIVERY_BACKOFF_BASE_S": "0.2", "IOP_DELIVERY_BACKOFF_CAP_S": "2",
+           "IOP_AUTH_HS256_SECRET": TEST_SECRET}
     for name, port in TEST_PORTS.items():
         env[f"IOP_{name.upper()}_PORT"] = str(port)
         env[f"IOP_{name.upper()}_BASE_URL"] = f"http://127.0.0.1:{port}/fhir"

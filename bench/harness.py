@@ -1,0 +1,193 @@
+"""The benchmarks' own broker and suite: separate ports and data, so they never meet `make run` or the tests.
+
+Broker 127.0.0.1:29092 (controller 29093), services 28081..28084, data and logs under var/bench/.
+Every process started here is recorded in var/bench/run/*.pid, stopped by its id at the end, and
+stopped by its id at the next start if a killed run left it behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from bench.measure import wait_until
+from shared.config import ROOT
+from shared.events.admin import create_topics
+
+VAR = ROOT / "var" / "bench"
+KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
+BROKER_PORT = 29092
+PORTS = {"intake": 28081, "careplan": 28082, "encounters": 28083, "aftercare": 28084}
+BOOTSTRAP = f"127.0.0.1:{BROKER_PORT}"
+SECRET = secrets.token_urlsafe(32)  # this run's HS256 secret, given to its services as IOP_AUTH_HS256_SECRET
+PARTNER = "bench-referrals"
+
+
+def bearer(scopes: str = "system/*.cruds", partner: str | None = None) -> dict[str, str]:
+    """An Authorization header the bench's services accept (a system client, or a referral partner)."""
+    from shared.auth import mint
+
+    return {"Authorization": f"Bearer {mint(SECRET, scopes, subject='iop-bench', partner=partner, ttl_s=3 * 3600)}"}
+
+
+def partner_bearer() -> dict[str, str]:
+    """A referral partner's token: it may submit intakes (and read back only what it submitted)."""
+    return bearer("system/Patient.cr system/ServiceRequest.cr system/QuestionnaireResponse.cr", PARTNER)
+
+
+def base_url(service: str) -> str:
+    return f"http://127.0.0.1:{PORTS[service]}/fhir"
+
+
+def broker_env() -> dict[str, str]:
+    return {**os.environ, "IOP_VAR_DIR": str(VAR), "IOP_KAFKA_PORT": str(BROKER_PORT),
+            "IOP_KAFKA_CONTROLLER_PORT": str(BROKER_PORT + 1), "PYTHON": sys.executable}
+
+
+def service_env() -> dict[str, str]:
+    env = {**os.environ, "IOP_VAR_DIR": str(VAR), "KAFKA_BOOTSTRAP_SERVERS": BOOTSTRAP, "PYTHONUNBUFFERED": "1",
+           "IOP_AUTH_HS256_SECRET": SECRET}
+    for name, port in PORTS.items():
+        env[f"IOP_{name.upper()}_PORT"] = str(port)
+        env[f"IOP_{name.upper()}_BASE_URL"] = base_url(name)
+    return env
+
+
+class Broker:
+    """deploy/kafka/kafka.sh with the bench's ports and var dir; fresh data on every start."""
+
+    def start(self) -> None:
+        self.stop()
+        shutil.rmtree(VAR / "kafka" / "data", ignore_errors=True)
+        self._share_jars()
+        subprocess.run([str(KAFKA_SH), "start"], env=broker_env(), cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        create_topics(BOOTSTRAP)
+
+    def stop(self) -> None:
+        if (VAR / "kafka" / "broker.pid").exists():
+            subprocess.run([str(KAFKA_SH), "stop"], env=broker_env(), cwd=ROOT, check=False, stdout=subprocess.DEVNULL)
+
+    @property
+    def pid(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            return int((VAR / "kafka" / "broker.pid").read_text())
+        return None
+
+    @staticmethod
+    def _share_jars() -> None:
+        """Use the jars `make setup` resolved into var/kafka/lib instead of resolving them again."""
+        mine, shared = VAR / "kafka" / "lib", ROOT / "var" / "kafka" / "lib"
+        if not mine.exists() and (shared / ".resolved").exists():
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            mine.symlink_to(shared, target_is_directory=True)
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    popen: subprocess.Popen | None = None
+
+    def start(self, env: dict[str, str]) -> Proc:
+        (VAR / "log").mkdir(parents=True, exist_ok=True)
+        with open(VAR / "log" / f"{self.name}.log", "ab") as out:
+            self.popen = subprocess.Popen(self.argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                          start_new_session=True)
+        (VAR / "run").mkdir(parents=True, exist_ok=True)
+        (VAR / "run" / f"{self.name}.pid").write_text(str(self.popen.pid))
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.popen is not None:
+            stop_group(self.popen.pid, timeout, self.popen)
+            self.popen = None
+        (VAR / "run" / f"{self.name}.pid").unlink(missing_ok=True)
+
+
+def stop_group(pid: int, timeout: float, popen: subprocess.Popen | None = None) -> None:
+    """SIGTERM the process group this bench started (its session), SIGKILL what is left after `timeout`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid, popen):
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    if popen is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            popen.wait(5)
+
+
+def _alive(pid: int, popen: subprocess.Popen | None) -> bool:
+    if popen is not None:
+        return popen.poll() is None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def stop_leftovers() -> None:
+    """Processes a killed earlier bench run left behind: only those it recorded, and only if still ours."""
+    for pidfile in (VAR / "run").glob("*.pid") if (VAR / "run").exists() else []:
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(pidfile.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+            if "services." in cmdline or "bench." in cmdline:
+                stop_group(pid, 10)
+        pidfile.unlink(missing_ok=True)
+
+
+@dataclass
+class Suite:
+    """The four services: gunicorn (workers x threads per service) and `python -m services.<name>.worker`."""
+
+    web: dict[str, tuple[int, int]]
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    def start(self) -> None:
+        for db in VAR.glob("*.db*"):
+            db.unlink()
+        env, gunicorn = service_env(), str(Path(sys.executable).parent / "gunicorn")
+        for service, port in PORTS.items():
+            workers, threads = self.web[service]
+            self.procs[f"{service}-web"] = Proc(f"{service}-web", [
+                gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
+                f"services.{service}.app:create_app()"]).start(env)
+            self.procs[f"{service}-worker"] = Proc(f"{service}-worker", [
+                sys.executable, "-m", f"services.{service}.worker"]).start(env)
+        for service in PORTS:
+            wait_until(lambda s=service: _ready(s), 120, 0.2, f"{service} ready (see var/bench/log/{service}-*.log)")
+
+    def stop(self, timeout: float = 20) -> None:
+        """All at once: SIGTERM every process group, then wait, then SIGKILL what is left."""
+        for proc in self.procs.values():
+            if proc.popen is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            proc.stop(max(0.1, deadline - time.monotonic()))
+        self.procs.clear()
+
+
+def _ready(service: str) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{PORTS[service]}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,140 @@
+"""Per request: who is calling (Bearer JWT), whether their SMART scopes allow it, and the audit trail."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, request
+
+from shared.auth import Principal, TokenVerifier, current_principal, dev_secret, forbidden
+from shared.config import Settings
+from shared.fhir.interactions import FhirApi
+from shared.fhir.outcome import FhirError
+from shared.fhir.util import now_instant, ref_id
+from shared.fhir.validation import parse_json
+from shared.logs import get_logger
+
+log = get_logger("iop.access")
+INSTANCE = {"GET": "r", "PUT": "u", "DELETE": "d"}
+AUDIT_ACTION = {"c": "C", "r": "R", "s": "R", "u": "U", "d": "D"}
+EXEMPT = {"/fhir/metadata"}
+
+
+def verifier_for(settings: Settings) -> TokenVerifier:
+    secret = settings.auth_hs256_secret or (None if settings.auth_jwks else dev_secret(settings.var_dir))
+    return TokenVerifier(settings.auth_issuer, settings.auth_audience, settings.auth_leeway_s, secret,
+                         settings.auth_jwks or None)
+
+
+def needed(api: FhirApi, rule: str, method: str, args: dict[str, Any]) -> list[tuple[str, str]]:
+    """The (resource type, SMART permission) pairs a request needs; bundles are checked per entry."""
+    rtype, rid = args.get("rtype", ""), args.get("rid", "")
+    if rule == "/fhir" or rule == "/fhir/":
+        return []  # per entry, in bundle_needs
+    if rule == "/fhir/_history":
+        return [("*", "r")]
+    if rtype.startswith("$") or rid.startswith("$") or rule.endswith("/<op>"):
+        name = (args.get("op") or rid or rtype).lstrip("$")
+        op = api.registry.operations.get((None if rtype.startswith("$") else rtype,
+                                          bool(args.get("op")), name))
+        return [(rtype if not rtype.startswith("$") else "*", op.needs if op else "r")]
+    if rule.endswith("/_search"):
+        return [(rtype, "s")]
+    if rule.endswith(("/_history", "/_history/<vid>", "/$validate")):
+        return [(rtype, "r")]
+    if rule == "/fhir/<rtype>":
+        return [(rtype, "s" if method == "GET" else "c")]
+    return [(rtype, INSTANCE.get(method, "r"))]
+
+
+def bundle_needs(bundle: dict) -> list[tuple[str, str]]:
+    out = []
+    for entry in bundle.get("entry", []) or []:
+        req = entry.get("request") or {}
+        rtype = ((req.get("url") or "").split("?")[0].strip("/").split("/") or [""])[0]
+        method = req.get("method", "GET")
+        single = "/" in (req.get("url") or "").split("?")[0].strip("/")
+        out.append((rtype, {"POST": "c", "PUT": "u", "DELETE": "d"}.get(method, "r" if single else "s")))
+    return out
+
+
+def authorize(principal: Principal, pairs: list[tuple[str, str]]) -> None:
+    for rtype, permission in pairs:
+        if not principal.may(rtype, permission):
+            raise forbidden(f"the token's scopes do not allow '{permission}' on {rtype}")
+
+
+def install(app: Flask, settings: Settings, api: FhirApi) -> None:
+    verifier = verifier_for(settings)
+    open_paths = {p.strip() for p in settings.auth_open_paths.split(",") if p.strip()}
+
+    @app.before_request
+    def authenticate() -> None:
+        if request.path in open_paths or request.path in EXEMPT or not request.path.startswith("/fhir"):
+            return
+        principal = verifier.verify(request.headers.get("Authorization"))
+        g.principal = principal
+        g.principal_token = current_principal.set(principal)
+        if request.url_rule is not None:
+            g.needed = needed(api, request.url_rule.rule, request.method, request.view_args or {})
+            if request.url_rule.rule in ("/fhir", "/fhir/") and request.method == "POST":
+                body = parse_json(request.get_data(cache=True))
+                g.needed = bundle_needs(body) if body.get("resourceType") == "Bundle" else []
+            authorize(principal, g.needed)
+
+    @app.teardown_request
+    def forget(_: BaseException | None) -> None:
+        token = g.pop("principal_token", None)
+        if token is not None:
+            current_principal.reset(token)
+
+    @app.after_request
+    def audit(resp: Response) -> Response:
+        if g.get("principal") is not None and request.url_rule is not None and "AuditEvent" not in request.path:
+            try:
+                record_audit(api, g.principal, resp, g.get("needed") or [("Bundle", "c")])
+            except FhirError:
+                log.error("audit event could not be stored", route=request.url_rule.rule)
+        return resp
+
+
+def _patient_of(resp: Response) -> str | None:
+    """The patient a request concerned, from the resource answered or the search's patient parameter."""
+    for name in ("patient", "subject"):
+        if request.args.get(name):
+            return request.args[name].rsplit("/", 1)[-1]
+    body = resp.get_json(silent=True) if resp.mimetype.endswith("json") else None
+    if not isinstance(body, dict):
+        return None
+    if body.get("resourceType") == "Patient":
+        return body.get("id")
+    for key in ("subject", "patient", "for"):
+        if isinstance(body.get(key), dict) and str(body[key].get("reference", "")).startswith("Patient/"):
+            return ref_id(body[key])
+    return None
+
+
+def record_audit(api: FhirApi, principal: Principal, resp: Response, pairs: list[tuple[str, str]]) -> None:
+    rtype, permission = pairs[0] if pairs else ("*", "r")
+    args = request.view_args or {}
+    what = f"{args['rtype']}/{args['rid']}" if args.get("rid") and not args["rid"].startswith("$") else rtype
+    entities: list[dict[str, Any]] = [{"what": {"reference": what} if "/" in what else {"display": what},
+                                       "description": request.url_rule.rule if request.url_rule else ""}]
+    patient = _patient_of(resp)
+    if patient:
+        entities.append({"what": {"reference": f"Patient/{patient}"}, "role": {
+            "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
+    outcome = "0" if resp.status_code < 400 else ("4" if resp.status_code < 500 else "8")
+    event = {"resourceType": "AuditEvent",
+             "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
+             "action": AUDIT_ACTION.get(permission, "E"), "recorded": now_instant(), "outcome": outcome,
+             "outcomeDesc": f"HTTP {resp.status_code}",
+             "agent": [{"who": {"display": principal.who}, "requestor": True,
+                        "altId": principal.partner or principal.subject}],
+             "source": {"observer": {"display": f"iop-suite {api.registry.service}"}}, "entity": entities}
+    token = current_principal.set(None)  # the audit trail is not a partner's submission
+    try:
+        with api.store.transaction() as tx:
+            api.repo.create(tx, event, rid=str(uuid.uuid4()), validated=True)
+    finally:
+        current_principal.reset(token)
