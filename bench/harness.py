@@ -18,15 +18,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from kafka import KafkaAdminClient
 
 from bench.measure import wait_until
 from shared.config import ROOT
 from shared.events.admin import create_topics
+from shared.events.catalogue import ALL_TOPICS
 
 VAR = ROOT / "var" / "bench"
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 BROKER_PORT = 29092
 PORTS = {"intake": 28081, "careplan": 28082, "encounters": 28083, "aftercare": 28084}
+BENCH_TOPICS = ("bench.hop", "bench.raw", "bench.bulk")  # the event-hop measurements' own, unseen by the services
+CONSUMING = ("careplan", "encounters", "aftercare")  # intake's worker only relays its outbox
 BOOTSTRAP = f"127.0.0.1:{BROKER_PORT}"
 SECRET = secrets.token_urlsafe(32)  # this run's HS256 secret, given to its services as IOP_AUTH_HS256_SECRET
 PARTNER = "bench-referrals"
@@ -70,7 +74,7 @@ class Broker:
         shutil.rmtree(VAR / "kafka" / "data", ignore_errors=True)
         self._share_jars()
         subprocess.run([str(KAFKA_SH), "start"], env=broker_env(), cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        create_topics(BOOTSTRAP)
+        create_topics(BOOTSTRAP, ALL_TOPICS + BENCH_TOPICS)
 
     def stop(self) -> None:
         if (VAR / "kafka" / "broker.pid").exists():
@@ -173,6 +177,28 @@ class Suite:
                 sys.executable, "-m", f"services.{service}.worker"]).start(env)
         for service in PORTS:
             wait_until(lambda s=service: _ready(s), 120, 0.2, f"{service} ready (see var/bench/log/{service}-*.log)")
+        self._ensure_consuming()
+
+    def _ensure_consuming(self, timeout: float = 20) -> None:
+        """Every worker's consumer group holds its partitions; a worker whose group has none is restarted once.
+
+        kafka-python can join a group before it has the topics' metadata ("No partition metadata for
+        topic ...") and then sit with no partitions: the service is ready but consumes nothing.
+        """
+        groups = {f"iop-{s}": s for s in CONSUMING}
+        try:
+            wait_until(lambda: all(assigned_partitions(groups).values()), timeout, 0.5, "consumer groups assigned")
+            return
+        except TimeoutError:
+            stuck = [s for g, s in groups.items() if not assigned_partitions([g])[g]]
+        print(f"  notice: {', '.join(stuck)} worker(s) joined their group without partitions; restarting them once",
+              flush=True)
+        env = service_env()
+        for service in stuck:
+            worker = self.procs[f"{service}-worker"]
+            worker.stop()
+            worker.start(env)
+        wait_until(lambda: all(assigned_partitions(groups).values()), 60, 0.5, "consumer groups assigned")
 
     def stop(self, timeout: float = 20) -> None:
         """All at once: SIGTERM every process group, then wait, then SIGKILL what is left."""
@@ -184,6 +210,18 @@ class Suite:
         for proc in self.procs.values():
             proc.stop(max(0.1, deadline - time.monotonic()))
         self.procs.clear()
+
+
+def assigned_partitions(groups: list[str] | dict[str, str]) -> dict[str, int]:
+    """How many partitions the members of each consumer group hold right now."""
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
+    try:
+        described = admin.describe_groups(list(groups))
+    finally:
+        admin.close()
+    return {group: sum(len(tp["partitions"]) for m in info.get("members", [])
+                       for tp in (m.get("member_assignment") or {}).get("assigned_partitions", []))
+            for group, info in described.items()}
 
 
 def _ready(service: str) -> bool:

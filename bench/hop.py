@@ -17,17 +17,16 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
-from bench.harness import VAR
+from bench.harness import BENCH_TOPICS, VAR
 from bench.measure import summary_ms
 from bench.watch import assign_at_end
 from shared.events import kafka
-from shared.events.admin import create_topics
 from shared.events.consumer import ConsumerRunner, RunnerConfig
 from shared.events.envelope import build_event, parse_event
 from shared.events.relay import OutboxRelay
 from shared.fhir.store import OutboxEvent, SQLiteStore
 
-HOP, RAW, BULK = "bench.hop", "bench.raw", "bench.bulk"
+HOP, RAW, BULK = BENCH_TOPICS
 EVENT_TYPE = "iop.careplan.created"
 BASE = "http://127.0.0.1:28082/fhir"
 
@@ -145,7 +144,6 @@ class RawHop:
 
 
 def run(servers: str, samples: int, bulk: int) -> dict[str, Any]:
-    create_topics(servers, (HOP, RAW, BULK))
     folder = VAR / "hop"
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.db*"):

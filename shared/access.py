@@ -98,20 +98,30 @@ def install(app: Flask, settings: Settings, api: FhirApi) -> None:
         return resp
 
 
-def _patient_of(resp: Response) -> str | None:
-    """The patient a request concerned, from the resource answered or the search's patient parameter."""
+def _patient_in(resource: dict) -> str | None:
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id")
+    for key in ("subject", "patient", "for"):
+        value = resource.get(key)
+        if isinstance(value, dict) and str(value.get("reference", "")).startswith("Patient/"):
+            return ref_id(value)
+    return None
+
+
+def _patients_of(resp: Response) -> list[str]:
+    """The patients a request concerned: the search's patient parameter, the resource answered, or the
+    resources of a transaction or batch."""
     for name in ("patient", "subject"):
         if request.args.get(name):
-            return request.args[name].rsplit("/", 1)[-1]
+            return [request.args[name].rsplit("/", 1)[-1]]
     body = resp.get_json(silent=True) if resp.mimetype.endswith("json") else None
     if not isinstance(body, dict):
-        return None
-    if body.get("resourceType") == "Patient":
-        return body.get("id")
-    for key in ("subject", "patient", "for"):
-        if isinstance(body.get(key), dict) and str(body[key].get("reference", "")).startswith("Patient/"):
-            return ref_id(body[key])
-    return None
+        return []
+    if body.get("type") in ("transaction-response", "batch-response"):
+        found = (_patient_in(e.get("resource") or {}) for e in body.get("entry", []))
+        return list(dict.fromkeys(p for p in found if p))
+    one = _patient_in(body)
+    return [one] if one else []
 
 
 def record_audit(api: FhirApi, principal: Principal, resp: Response, pairs: list[tuple[str, str]]) -> None:
@@ -120,8 +130,7 @@ def record_audit(api: FhirApi, principal: Principal, resp: Response, pairs: list
     what = f"{args['rtype']}/{args['rid']}" if args.get("rid") and not args["rid"].startswith("$") else rtype
     entities: list[dict[str, Any]] = [{"what": {"reference": what} if "/" in what else {"display": what},
                                        "description": request.url_rule.rule if request.url_rule else ""}]
-    patient = _patient_of(resp)
-    if patient:
+    for patient in _patients_of(resp):
         entities.append({"what": {"reference": f"Patient/{patient}"}, "role": {
             "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
     outcome = "0" if resp.status_code < 400 else ("4" if resp.status_code < 500 else "8")

@@ -1,0 +1,76 @@
+"""Tokens and scopes without a server: verification by JWKS and by secret, SMART scope parsing."""
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from shared.auth import Principal, TokenVerifier, mint, parse_scopes
+from shared.fhir.outcome import FhirError
+
+SECRET = "unit-test-secret-0123456789abcdef0123456789"
+
+
+def claims(**over) -> dict:
+    now = int(time.time())
+    return {"iss": "iop-suite", "aud": "iop-suite", "sub": "ehr-1", "iat": now, "exp": now + 300,
+            "scope": "system/CarePlan.rs", **over}
+
+
+@pytest.mark.parametrize("scope, rtype, allowed, refused", [
+    ("system/CarePlan.rs", "CarePlan", "rs", "cud"),
+    ("user/*.cruds", "Encounter", "cruds", ""),
+    ("patient/Goal.read", "Goal", "rs", "cud"),
+    ("system/Encounter.write", "Encounter", "cud", "rs"),
+    ("system/*.*", "Consent", "cruds", ""),
+    ("openid launch system/Patient.r", "Patient", "r", "cuds"),
+])
+def test_smart_scopes_grant_exactly_their_interactions(scope: str, rtype: str, allowed: str, refused: str) -> None:
+    principal = Principal("s", grants=parse_scopes(scope))
+    assert all(principal.may(rtype, p) for p in allowed)
+    assert not any(principal.may(rtype, p) for p in refused)
+    assert not principal.may("Flag", "r") or "*" in scope
+
+
+def test_an_hs256_token_is_verified_with_issuer_audience_and_expiry() -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    principal = verifier.verify(f"Bearer {mint(SECRET, 'system/CarePlan.rs', subject='ehr-1', partner='p9')}")
+    assert principal.subject == "ehr-1" and principal.partner == "p9" and principal.may("CarePlan", "s")
+
+
+@pytest.mark.parametrize("token_claims, secret", [
+    (claims(exp=int(time.time()) - 120), SECRET),
+    (claims(aud="someone-else"), SECRET),
+    (claims(iss="https://evil.example"), SECRET),
+    ({k: v for k, v in claims().items() if k != "exp"}, SECRET),
+    (claims(), "a-different-secret-0123456789abcdef012345"),
+])
+def test_a_bad_token_is_refused_with_401(token_claims: dict, secret: str) -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    with pytest.raises(FhirError) as refused:
+        verifier.verify("Bearer " + jwt.encode(token_claims, secret, algorithm="HS256"))
+    assert refused.value.status == 401 and "Bearer" in refused.value.headers["WWW-Authenticate"]
+
+
+def test_no_token_and_alg_none_are_refused() -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    for header in (None, "Basic abc", "Bearer " + jwt.encode(claims(), None, algorithm="none")):
+        with pytest.raises(FhirError) as refused:
+            verifier.verify(header)
+        assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("algorithm, key", [("RS256", rsa.generate_private_key(65537, 2048)),
+                                            ("ES256", ec.generate_private_key(ec.SECP256R1()))])
+def test_asymmetric_tokens_are_verified_against_a_jwks_file(tmp_path, algorithm: str, key) -> None:
+    jwk = json.loads(jwt.algorithms.get_default_algorithms()[algorithm].to_jwk(key.public_key()))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": algorithm}]}))
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, jwks=str(jwks))
+    token = jwt.encode(claims(), key, algorithm=algorithm, headers={"kid": "k1"})
+    assert verifier.verify(f"Bearer {token}").subject == "ehr-1"
+    with pytest.raises(FhirError):  # no shared secret configured: HS256 is not accepted
+        verifier.verify("Bearer " + jwt.encode(claims(), SECRET, algorithm="HS256"))
