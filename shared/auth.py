@@ -9,6 +9,7 @@ understood. A `partner` claim confines a referral partner to its own submissions
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import time
@@ -65,11 +66,20 @@ def dev_secret_path(var_dir: Path) -> Path:
 def dev_secret(var_dir: Path) -> str:
     """The development HS256 secret: made once per checkout, readable only by its owner."""
     path = dev_secret_path(var_dir)
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: when several processes start at once, exactly one writes the secret
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
+    for _ in range(50):  # the writer may not have finished
+        value = path.read_text().strip()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise RuntimeError(f"the development secret {path} is empty")
 
 
 def unauthorized(message: str) -> FhirError:
