@@ -44,9 +44,10 @@ stop: ## Stop the services, their workers and the local broker
 	@deploy/suite.sh stop
 	@deploy/kafka/kafka.sh stop
 
-status: ## Health of each service and of the broker
+status: ## Processes, readiness, consumer lag, dead letters and EHR subscriptions in error
 	@deploy/suite.sh status || true
 	@deploy/kafka/kafka.sh status || true
+	@$(VENV)/bin/iop status || true
 
 test: setup ## Run every test (unit, integration, end-to-end) against a real broker the tests start
 	$(PY) -m pytest -q

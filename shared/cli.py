@@ -83,6 +83,14 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def status(args: argparse.Namespace) -> int:
+    from shared import status as suite_status
+
+    found = suite_status.collect()
+    print(suite_status.render(found))
+    return 0 if suite_status.healthy(found) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iop", description="Operate the iop-suite from the command line.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--partner", help="confine the token to one referral partner's submissions")
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     tok.set_defaults(func=token)
+    sub.add_parser("status", help="services, broker, consumer lag, DLQ sizes, EHR subscriptions in error"
+                   ).set_defaults(func=status)
     return parser
 
 
