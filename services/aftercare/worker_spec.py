@@ -6,14 +6,18 @@ from datetime import timedelta
 from services.aftercare.backoff import RetryPolicy
 from services.aftercare.delivery import Dispatcher
 from services.aftercare.resources import build
+from services.aftercare.subscriptions import TOPICS_BY_EVENT
 from shared.config import Settings
-from shared.events.catalogue import AFTERCARE, CAREPLAN, ENCOUNTER, EVENT_TYPES, INTAKE
+from shared.events.catalogue import AFTERCARE, CAREPLAN, ENCOUNTER, INTAKE
 from shared.events.outbox import Outbox
 from shared.events.worker import WorkerSpec
 from shared.fhir.registry import Repository
 from shared.fhir.store import SQLiteStore
 
 TOPICS = [INTAKE, CAREPLAN, ENCOUNTER, AFTERCARE]
+# What aftercare acts on: its own effects, and what EHRs can subscribe to (not, say, every planned session).
+HANDLED = sorted({"iop.careplan.graduated", "iop.encounter.finished", "iop.assessment.completed",
+                  "iop.intake.received", "iop.intake.assessed", *TOPICS_BY_EVENT})
 
 
 def worker_spec(settings: Settings) -> WorkerSpec:
@@ -27,6 +31,5 @@ def worker_spec(settings: Settings) -> WorkerSpec:
         with store.transaction() as tx:
             handlers.sweep_missed(tx, handlers.clock().date())
 
-    return WorkerSpec(settings, store, topics=TOPICS,
-                      handlers={et.type: handlers.handle for et in EVENT_TYPES if et.topic in TOPICS},
+    return WorkerSpec(settings, store, topics=TOPICS, handlers={t: handlers.handle for t in HANDLED},
                       jobs=[(float(settings.checkin_sweep_s), sweep)], loops=[dispatcher.run])

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from shared.events.catalogue import DLQ_SUFFIX
+from shared.events.catalogue import BY_TYPE, DLQ_SUFFIX
 from shared.events.envelope import Event, InvalidEnvelope, current_trace, parse_event
 from shared.fhir.outcome import FhirError
 from shared.fhir.store import SQLiteStore, Transaction
@@ -54,18 +54,22 @@ class ConsumerRunner:
     def apply(self, event: Event) -> bool:
         """Apply once; False when this group had already applied the event."""
         handler = self.config.handlers.get(event.type)
+        if handler is None:
+            return True  # no effect to apply, so nothing to remember: no store transaction at all
         token = current_trace.set(event.traceparent)
         try:
             with self.store.transaction() as tx:
                 if not tx.mark_applied(self.config.group, event.id):
                     return False
-                if handler is not None:
-                    handler(tx, event)
+                handler(tx, event)
             return True
         finally:
             current_trace.reset(token)
 
     def process(self, record) -> None:
+        ce_type = next((v for k, v in record.headers or [] if k == "ce_type"), b"").decode("utf-8", "replace")
+        if ce_type in BY_TYPE and ce_type not in self.config.handlers:
+            return  # a valid type of the topic that this group does not act on: not even parsed
         try:
             event = parse_event(record.headers, record.key, record.value)
         except InvalidEnvelope as exc:
