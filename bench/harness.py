@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer
 
 from bench.measure import wait_until
 from shared.config import ROOT
@@ -222,6 +222,34 @@ def assigned_partitions(groups: list[str] | dict[str, str]) -> dict[str, int]:
     return {group: sum(len(tp["partitions"]) for m in info.get("members", [])
                        for tp in (m.get("member_assignment") or {}).get("assigned_partitions", []))
             for group, info in described.items()}
+
+
+def group_lag(groups: tuple[str, ...] = tuple(f"iop-{s}" for s in CONSUMING)) -> int:
+    """Records on the contract topics that the services' consumer groups have not yet committed."""
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=5000)
+    probe = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None)
+    try:
+        committed = admin.list_group_offsets(list(groups))
+        partitions = {tp for offsets in committed.values() for tp in offsets}
+        ends = probe.end_offsets(list(partitions)) if partitions else {}
+        return sum(max(0, ends.get(tp, 0) - (om.offset if om.offset >= 0 else 0))
+                   for offsets in committed.values() for tp, om in offsets.items())
+    finally:
+        probe.close()
+        admin.close()
+
+
+def settle(timeout: float) -> float:
+    """Wait until the services have consumed everything (a section's backlog must not slow the next)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if not group_lag():
+                break
+        except Exception:  # noqa: BLE001 - the broker busy or a group rebalancing: ask again
+            pass
+        time.sleep(1)
+    return time.monotonic() - started
 
 
 def _ready(service: str) -> bool:

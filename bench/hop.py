@@ -32,7 +32,7 @@ BASE = "http://127.0.0.1:28082/fhir"
 
 
 def careplan_event(n: int) -> OutboxEvent:
-    """A careplan.created event as careplan emits it (plan, 2 goals, episode), bound for `topic`."""
+    """A careplan.created event as careplan emits it: the plan, two goals and the episode (~1.7 KB)."""
     patient = f"bench-patient-{n % 64}"
     goals = [{"resourceType": "Goal", "id": f"g{n}-{i}", "lifecycleStatus": "active",
               "description": {"text": text}, "subject": {"reference": f"Patient/{patient}"}}

@@ -20,13 +20,19 @@ def percentile(values: Iterable[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def summary_ms(seconds: Iterable[float]) -> dict[str, float | int | None]:
-    """n, p50, p90, p99 and max of durations given in seconds, in milliseconds."""
-    values = [s * 1000 for s in seconds]
+def summary_ms(seconds: Iterable[float], unseen: int = 0, window_s: float = 0.0) -> dict[str, float | int | None]:
+    """n, p50, p90, p99 and max of durations given in seconds, in milliseconds.
+
+    `unseen` samples never completed within `window_s`: they count as longer than anything seen,
+    and a percentile that falls among them is None ("more than the window").
+    """
+    values = [s * 1000 for s in seconds] + [math.inf] * unseen
     out: dict[str, float | int | None] = {"n": len(values)}
     for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100)):
         v = percentile(values, q)
-        out[name] = None if v is None else round(v, 2)
+        out[name] = None if v is None or math.isinf(v) else round(v, 2)
+    if unseen:
+        out |= {"unseen": unseen, "window_ms": round(window_s * 1000)}
     return out
 
 
@@ -72,6 +78,23 @@ def tree_rss_kib(pid: int) -> int:
     return rss_kib(pid) + sum(rss_kib(c) for c in children(pid))
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def tree_cpu_s(pid: int) -> float:
+    return cpu_s(pid) + sum(cpu_s(c) for c in children(pid))
+
+
 class RssSampler:
     """Samples the resident memory of named process trees once a second in a background thread."""
 
@@ -105,3 +128,7 @@ class RssSampler:
 
     def mean_mib(self) -> dict[str, float]:
         return {name: round(sum(v) / len(v) / 1024, 1) if v else 0.0 for name, v in self.samples.items()}
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each process tree."""
+        return {name: tree_cpu_s(pid) for name, pid in self.pids.items()}

@@ -1,13 +1,16 @@
 """P1 propagation and P2 throughput (with P4 footprint): intake submissions through all four services.
 
 P1: at a steady rate, from the intake's HTTP 200 to `iop.careplan.created` in an outside consumer's
-hands, with a raw kafka-python hop sampled alongside under the same load.
+hands, with a raw kafka-python hop sampled alongside under the same load. Plans not seen within the
+drain window count as slower than it.
 P2: stepped offered rates; a step passes when every submission is accepted, HTTP p99 <= 100 ms,
 the created events keep pace (no growing lag) and every submission yields exactly one
-careplan.created once the step's backlog has drained. P4 samples resident memory during P2.
+careplan.created once the step's backlog has drained. P4 samples resident memory during P2, and
+each step records the CPU time every process spent per intake.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -16,7 +19,7 @@ from typing import Any
 from bench.harness import BOOTSTRAP, Broker, Suite, base_url, partner_bearer
 from bench.hop import RawHop, careplan_event
 from bench.load import IntakeLoad, Submission, bodies
-from bench.measure import RssSampler, summary_ms
+from bench.measure import RssSampler, cpu_s, summary_ms
 from bench.watch import TopicWatcher
 from shared.events.catalogue import CAREPLAN
 
@@ -45,7 +48,14 @@ def drain(watcher: TopicWatcher, subs: list[Submission], timeout: float) -> floa
     return time.perf_counter() - started
 
 
-def p1(rate: int, seconds: float) -> dict[str, Any]:
+def propagation(watcher: TopicWatcher, subs: list[Submission], window_s: float) -> dict[str, Any]:
+    """From each HTTP 200 to its careplan.created; plans not seen count as slower than the window."""
+    accepted = [s for s in subs if s.accepted]
+    seen = [watcher.first[(CREATED, s.patient)] - s.finished for s in accepted if (CREATED, s.patient) in watcher.first]
+    return summary_ms(seen, unseen=len(accepted) - len(seen), window_s=window_s)
+
+
+def p1(rate: int, seconds: float, drain_s: float = 30) -> dict[str, Any]:
     load = IntakeLoad(base_url("intake"), partner_bearer(), clients=16)
     with TopicWatcher(BOOTSTRAP, (CAREPLAN,), types={CREATED}) as watcher:
         warm_up(load, watcher)
@@ -64,12 +74,11 @@ def p1(rate: int, seconds: float) -> dict[str, Any]:
             stop.set()
             sampler.join(15)
             raw.close()
-        drain(watcher, subs, 30)
+        drained_after = drain(watcher, subs, drain_s)
         accepted = [s for s in subs if s.accepted]
-        propagation = [watcher.first[(CREATED, s.patient)] - s.finished for s in accepted
-                       if (CREATED, s.patient) in watcher.first]
         return {"rate_per_s": rate, "seconds": seconds, "submitted": len(subs), "accepted": len(accepted),
-                "created": len(propagation), "propagation_ms": summary_ms(propagation),
+                "created": created_keys(watcher, subs), "drained_after_s": round(drained_after, 1),
+                "propagation_ms": propagation(watcher, subs, drained_after),
                 "http_ms": summary_ms(s.latency_s for s in accepted), "raw_hop_ms": summary_ms(raw_s)}
 
 
@@ -83,24 +92,28 @@ def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: B
         idle = RssSampler(pids).sample()
         with RssSampler(pids) as rss:
             for rate in rates:
-                step = p2_step(load, watcher, rate, seconds, drain_s)
+                step = p2_step(load, watcher, rss, rate, seconds, drain_s)
                 steps.append(step)
                 print(f"  P2 {rate:>4}/s: {'pass' if step['passed'] else 'FAIL: ' + step['reason']}", flush=True)
                 if not step["passed"]:
                     break
-    passing = [s["rate_per_s"] for s in steps if s["passed"]]
+    passing = [s for s in steps if s["passed"]]
     failing = next((s for s in steps if not s["passed"]), None)
     footprint = {"idle_mib": {k: round(v / 1024, 1) for k, v in idle.items()}, "peak_mib": rss.peak_mib(),
-                 "mean_mib": rss.mean_mib()}
+                 "mean_mib": rss.mean_mib(),
+                 "cpu_ms_per_intake": (passing or steps)[-1]["cpu_ms_per_intake"] if steps else {},
+                 "bench_cpu_ms_per_intake": (passing or steps)[-1]["bench_cpu_ms_per_intake"] if steps else 0.0,
+                 "cpu_at_rate_per_s": (passing or steps)[-1]["rate_per_s"] if steps else None}
     footprint["peak_total_mib"] = round(sum(footprint["peak_mib"].values()), 1)
     footprint["idle_total_mib"] = round(sum(footprint["idle_mib"].values()), 1)
-    return {"steps": steps, "highest_passing_rate": max(passing, default=0),
+    return {"steps": steps, "highest_passing_rate": max((s["rate_per_s"] for s in passing), default=0),
             "next_failing": None if failing is None else {"rate_per_s": failing["rate_per_s"],
                                                           "reason": failing["reason"]},
             "footprint": footprint}
 
 
-def p2_step(load: IntakeLoad, watcher: TopicWatcher, rate: int, seconds: float, drain_s: float) -> dict[str, Any]:
+def p2_step(load: IntakeLoad, watcher: TopicWatcher, rss: RssSampler, rate: int, seconds: float,
+            drain_s: float) -> dict[str, Any]:
     payloads = bodies(int(rate * seconds))
     subs: list[Submission] = []
     lag: list[tuple[float, int]] = []
@@ -112,6 +125,7 @@ def p2_step(load: IntakeLoad, watcher: TopicWatcher, rate: int, seconds: float, 
             lag.append((time.perf_counter(), sum(s.accepted for s in answered) - created_keys(watcher, answered)))
 
     sampler = threading.Thread(target=sample_lag, name="lag-sampler", daemon=True)
+    cpu_before, bench_before = rss.cpu(), cpu_s(os.getpid())
     sampler.start()
     started = time.perf_counter()
     try:
@@ -122,7 +136,13 @@ def p2_step(load: IntakeLoad, watcher: TopicWatcher, rate: int, seconds: float, 
     elapsed = time.perf_counter() - started
     created_in_step = created_keys(watcher, subs)
     drained_after = drain(watcher, subs, drain_s)
-    return judge(rate, seconds, elapsed, subs, watcher, lag, created_in_step, drained_after, drain_s)
+    cpu_after, bench_after, intakes = rss.cpu(), cpu_s(os.getpid()), max(1, sum(s.accepted for s in subs))
+    step = judge(rate, seconds, elapsed, subs, watcher, lag, created_in_step, drained_after, drain_s)
+    step["propagation_ms"] = propagation(watcher, subs, drained_after)
+    step["cpu_ms_per_intake"] = {name: round((cpu_after[name] - cpu_before[name]) * 1000 / intakes, 1)
+                                 for name in cpu_after}
+    step["bench_cpu_ms_per_intake"] = round((bench_after - bench_before) * 1000 / intakes, 1)
+    return step
 
 
 def judge(rate: int, seconds: float, elapsed: float, subs: list[Submission], watcher: TopicWatcher,
@@ -138,7 +158,7 @@ def judge(rate: int, seconds: float, elapsed: float, subs: list[Submission], wat
     if refused:
         reason = f"{sum(refused.values())} of {len(subs)} submissions not accepted ({dict(refused)})"
     elif (http["p99"] or 0) > HTTP_P99_LIMIT_MS:
-        reason = f"HTTP p99 {http['p99']:.0f} ms > {HTTP_P99_LIMIT_MS:.0f} ms"
+        reason = f"intake HTTP p99 {http['p99']:.0f} ms > {HTTP_P99_LIMIT_MS:.0f} ms"
     elif slope > 0.1 * rate and lag_end > rate:
         reason = (f"growing lag: +{slope:.0f} plans/s behind in the step's second half, {lag_end} behind at its "
                   f"end (careplan.created at {created_in_step / elapsed:.0f}/s vs {rate}/s offered)")
@@ -162,4 +182,3 @@ def lag_slope(points: list[tuple[float, int]]) -> float:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
-

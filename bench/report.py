@@ -1,6 +1,7 @@
 """The printed table: figures per section, each target next to its figure with PASS or MISS."""
 from __future__ import annotations
 
+import os
 from typing import Any
 
 TARGETS = {  # (section, label, what is compared, limit)
@@ -12,8 +13,12 @@ TARGETS = {  # (section, label, what is compared, limit)
 }
 
 
-def _ms(summary: dict | None, key: str) -> float | None:
-    return None if not summary else summary.get(key)
+def _ms(summary: dict | None, key: str) -> float | str | None:
+    """A percentile; ">N" when it falls among samples not seen within the window of N ms."""
+    if not summary:
+        return None
+    value = summary.get(key)
+    return f">{summary['window_ms']}" if value is None and summary.get("unseen") else value
 
 
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -22,8 +27,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         p1 = results["p1"]
         figures["p1_p50"] = _ms(p1["propagation_ms"], "p50")
         figures["p1_p99"] = _ms(p1["propagation_ms"], "p99")
-        raw = _ms(p1["raw_hop_ms"], "p50")
-        figures["p1_raw"] = round(figures["p1_p50"] / raw, 1) if figures["p1_p50"] and raw else None
+        raw, p50 = _ms(p1["raw_hop_ms"], "p50"), figures["p1_p50"]
+        figures["p1_raw"] = round(p50 / raw, 1) if isinstance(p50, float) and isinstance(raw, float) and raw else None
     if ok(results.get("p2")):
         figures["p2_rate"] = results["p2"]["highest_passing_rate"]
     if ok(results.get("p3")):
@@ -33,7 +38,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         if section not in results:
             continue
         value = figures.get(key)
-        passed = value is not None and (value >= limit if target.startswith(">=") else value <= limit)
+        numeric = isinstance(value, int | float)
+        passed = numeric and (value >= limit if target.startswith(">=") else value <= limit)
         out.append({"section": section, "target": label, "limit": target, "figure": value,
                     "verdict": "PASS" if passed else "MISS"})
     return out
@@ -46,8 +52,13 @@ def ok(section: Any) -> bool:
 def fmt(summary: dict | None) -> str:
     if not summary or not summary.get("n"):
         return "no samples"
-    return (f"p50 {summary['p50']:.1f}  p90 {summary['p90']:.1f}  p99 {summary['p99']:.1f}  "
-            f"max {summary['max']:.1f} ms  (n={summary['n']})")
+    beyond = f">{summary.get('window_ms', 0):.0f}"
+    parts = [f"{name} {beyond if summary[name] is None else format(summary[name], '.1f')}"
+             for name in ("p50", "p90", "p99", "max")]
+    unseen = ""
+    if summary.get("unseen"):
+        unseen = f", {summary['unseen']} not seen within {summary['window_ms'] / 1000:.0f} s"
+    return "  ".join(parts) + f" ms  (n={summary['n']}{unseen})"
 
 
 def table(results: dict[str, Any], info: dict[str, Any], marks: list[dict[str, Any]]) -> str:
@@ -58,17 +69,18 @@ def table(results: dict[str, Any], info: dict[str, Any], marks: list[dict[str, A
     for section, render in (("rest", _rest), ("hop", _hop), ("p1", _p1), ("p3", _p3), ("p2", _p2), ("p4", _p4)):
         if section in results:
             body = results[section]
-            rows = render(body) if ok(body) else [("error", str((body or {}).get("error", "not run"))[-400:])]
+            error = str((body or {}).get("error", "not run"))[-400:]
+            rows = render(body) if ok(body) else [(f"{section}: error", error)]
             lines.append("")
-            lines += [f"  {label:<44} {figure}" for label, figure in rows]
+            lines += [f"  {label:<50} {figure}" for label, figure in rows]
     if marks:
         lines += ["", f"  {'target':<30} {'limit':<12} {'measured':>10}  verdict"]
         lines += [f"  {m['target']:<30} {m['limit']:<12} {_figure(m['figure']):>10}  {m['verdict']}" for m in marks]
     return "\n".join(lines)
 
 
-def _figure(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+def _figure(value: float | str | None) -> str:
+    return "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
 def _rest(r: dict) -> list[tuple[str, str]]:
@@ -93,7 +105,7 @@ def _hop(r: dict) -> list[tuple[str, str]]:
 
 def _p1(r: dict) -> list[tuple[str, str]]:
     return [(f"P1 propagation at {r['rate_per_s']}/s for {r['seconds']:.0f} s", f"{r['accepted']} of {r['submitted']} "
-             f"accepted, {r['created']} careplan.created seen"),
+             f"accepted, {r['created']} careplan.created seen ({r['drained_after_s']:.0f} s after the load)"),
             ("  intake 200 -> careplan.created seen", fmt(r["propagation_ms"])),
             ("  raw kafka-python hop under the same load", fmt(r["raw_hop_ms"])),
             ("  intake HTTP (from due time)", fmt(r["http_ms"]))]
@@ -108,10 +120,12 @@ def _p3(r: dict) -> list[tuple[str, str]]:
 def _p2(r: dict) -> list[tuple[str, str]]:
     rows = [("P2 throughput (stepped offered rate)", f"highest passing {r['highest_passing_rate']}/s")]
     for s in r["steps"]:
-        http = s["http_ms"]
+        http, prop = s["http_ms"], s["propagation_ms"]
         rows.append((f"  {s['rate_per_s']:>4}/s x {s['seconds']:.0f} s: {'pass' if s['passed'] else 'FAIL'}",
-                     f"HTTP p50 {http['p50']} p99 {http['p99']} ms; created {s['created_rate_per_s']}/s; lag at end "
-                     f"{s['lag_at_end']} (slope {s['lag_slope_per_s']}/s); drained in {s['drained_after_s']} s"))
+                     f"HTTP p50 {http['p50']:.0f} p99 {http['p99']:.0f} ms; created {s['created_rate_per_s']:.0f}/s, "
+                     f"lag at end {s['lag_at_end']} (slope {s['lag_slope_per_s']:+.0f}/s), drained in "
+                     f"{s['drained_after_s']:.0f} s"))
+        rows.append(("    intake 200 -> careplan.created", fmt(prop)))
         if not s["passed"]:
             rows.append(("    reason", s["reason"]))
     return rows
@@ -120,5 +134,13 @@ def _p2(r: dict) -> list[tuple[str, str]]:
 def _p4(r: dict) -> list[tuple[str, str]]:
     rows = [("P4 resident memory (VmRSS) idle -> peak under P2", f"{r['idle_total_mib']:.0f} -> "
                                                                   f"{r['peak_total_mib']:.0f} MiB in all")]
-    rows += [(f"  {name}", f"{r['idle_mib'][name]:.0f} -> {r['peak_mib'][name]:.0f} MiB") for name in r["peak_mib"]]
+    cpu = r.get("cpu_ms_per_intake") or {}
+    rows += [(f"  {name}", f"{r['idle_mib'][name]:.0f} -> {r['peak_mib'][name]:>4.0f} MiB"
+              + (f"   CPU {cpu[name]:6.1f} ms per intake" if name in cpu else "")) for name in r["peak_mib"]]
+    if cpu:
+        rows.append((f"  CPU per intake, the suite's processes (at {r['cpu_at_rate_per_s']}/s)",
+                     f"{sum(cpu.values()):.0f} ms, i.e. at most {1000 * (os.cpu_count() or 1) / sum(cpu.values()):.0f}"
+                     f" intakes/s on {os.cpu_count()} CPUs"))
+        rows.append(("  the bench itself (HTTP clients, watcher)",
+                     f"CPU {r['bench_cpu_ms_per_intake']:.1f} ms per intake (not in the sum)"))
     return rows
