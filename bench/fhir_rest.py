@@ -28,6 +28,7 @@ from services.careplan.app import create_app
 from shared import codes
 from shared.fhir.validation import validate_resource
 from tests.support import processes
+from tests.support.auth import TEST_SECRET, bearer, token
 from tests.support.waiting import wait_until
 
 RESULTS = Path(__file__).parent / "results" / "fhir_rest.json"
@@ -112,8 +113,10 @@ def bench_validation() -> dict[str, float]:
 
 
 def bench_in_process(var: Path) -> dict[str, float]:
-    app = create_app({"database": str(var / "in-process.db"), "log_level": "WARNING"})
+    app = create_app({"database": str(var / "in-process.db"), "log_level": "WARNING",
+                      "auth_hs256_secret": TEST_SECRET})
     client = app.test_client()
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {token()}"
 
     def post(body: dict) -> dict:
         resp = client.post("/fhir/" + body["resourceType"], data=json.dumps(body), headers=FHIR_JSON)
@@ -153,7 +156,7 @@ def bench_http(var: Path) -> dict[str, float]:
             "--threads", "4", "services.careplan.app:create_app()"]
     web = processes.Proc("careplan-web", argv, env, var / "log" / "careplan-web.log").start()
     session = requests.Session()
-    session.headers.update(FHIR_JSON)
+    session.headers.update({**FHIR_JSON, **bearer()})
     try:
         wait_until(lambda: _ready(session, root), 60, 0.1, "careplan under gunicorn")
         goal_ids = [session.post(f"{root}/fhir/Goal", data=json.dumps(g)).json()["id"] for g in GOALS]

@@ -22,7 +22,9 @@ start() {
         --error-logfile "$var/log/$s-web.log" "services.$s.app:create_app()"
     fi
     if ! alive "$run/$s-worker.pid"; then
-      (cd "$root" && nohup "$py" -m "services.$s.worker" >>"$var/log/$s-worker.log" 2>&1 & echo $! >"$run/$s-worker.pid")
+      # $! must be the worker itself (not a wrapper shell), so that `stop` reaches it.
+      (cd "$root" || exit 1; nohup "$py" -m "services.$s.worker" >>"$var/log/$s-worker.log" 2>&1 </dev/null &
+       echo $! >"$run/$s-worker.pid")
     fi
   done
   for s in "${services[@]}"; do

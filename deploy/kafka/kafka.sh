@@ -41,7 +41,7 @@ start() {
   # -g: formatting an already formatted directory is a no-op, so restarts keep their data.
   java "${jopts[@]}" -cp "$lib/*" kafka.tools.StorageTool format --standalone -g -t "$cluster_id" -c "$config" \
     >"$var/kafka/format.log" 2>&1 || { cat "$var/kafka/format.log"; exit 1; }
-  nohup java "${jopts[@]}" -cp "$lib/*" kafka.Kafka "$config" >"$log" 2>&1 &
+  nohup java "${jopts[@]}" -cp "$lib/*" kafka.Kafka "$config" >"$log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port "$python" -m shared.events.admin wait --timeout 90 --pid "$(cat "$pidfile")" \
     || { echo "kafka: not ready; last lines of $log:"; tail -n 30 "$log"; exit 1; }

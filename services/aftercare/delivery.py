@@ -64,12 +64,17 @@ class Dispatcher:
 
     # -- scheduling ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
+        """Dispatch when the store changed (a new item queued) and at least every half second (retries due)."""
+        seen, last = None, 0.0
         while not stop.is_set():
             try:
-                self.dispatch_once()
+                version = self.store.data_version()
+                if version != seen or time.monotonic() - last > 0.5:
+                    seen, last = version, time.monotonic()
+                    self.dispatch_once()
             except Exception:  # noqa: BLE001 - the dispatcher must outlive any one failure
                 log.error("dispatch failed", exc_info=True)
-            stop.wait(0.05)
+            stop.wait(0.005)
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def dispatch_once(self) -> None:

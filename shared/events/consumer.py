@@ -124,7 +124,9 @@ class ConsumerRunner:
                     count += 1
         finally:
             if done:
-                self.consumer.commit(done)
+                # Effects are stored (and deduplicated by ce_id), so the commit need not block the next record;
+                # a commit lost in a crash only means a redelivery that is skipped.
+                self.consumer.commit_async(done)
         self.record_lag()
         return count
 
@@ -155,5 +157,9 @@ class ConsumerRunner:
                     log.warning("consumer loop error", group=self.config.group, error=type(exc).__name__)
                     stop.wait(1.0)
         finally:
+            try:
+                self.consumer.commit()  # what is applied is committed before the group is left
+            except Exception:  # noqa: BLE001 - no assignment or broker gone: the dedupe covers a redelivery
+                pass
             self.consumer.close()  # leaves the group, so partitions move at once
             log.info("consumer stopped", group=self.config.group, applied=self.applied, skipped=self.skipped)

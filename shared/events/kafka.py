@@ -1,6 +1,8 @@
 """Kafka clients configured the way the contract needs them."""
 from __future__ import annotations
 
+import time
+
 from kafka import KafkaConsumer, KafkaProducer
 
 
@@ -18,8 +20,13 @@ def consumer(servers: str, group: str, topics: list[str], **overrides: object) -
     config: dict = dict(bootstrap_servers=servers, group_id=group, enable_auto_commit=False,
                         auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=100,
                         session_timeout_ms=10000, heartbeat_interval_ms=1000, reconnect_backoff_max_ms=1000,
-                        client_id=f"{group}-consumer")
+                        client_id=f"{group}-consumer", metadata_max_age_ms=30000)
     config.update(overrides)
     c = KafkaConsumer(**config)
+    # Join only once every topic's partitions are known: a member that joins before would get no
+    # partitions and keep none until the next metadata refresh (minutes later).
+    deadline = time.monotonic() + 60
+    while any(c.partitions_for_topic(t) is None for t in topics) and time.monotonic() < deadline:
+        time.sleep(0.2)
     c.subscribe(topics)
     return c
