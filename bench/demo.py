@@ -31,10 +31,10 @@ from bench.demo_support import (
     token,
     wait_event,
 )
-from bench.intake import created_id, follow_up_phq9, partner_submission
 from bench.receiver import Receiver
 from bench.resources import NO_SHOW, consent, event_numbers, focus_references, notification_status, subscription
 from bench.watch import TopicWatcher
+from services.intake.samples import created_id, follow_up_phq9, partner_submission
 from shared.events.catalogue import TOPICS
 
 EHR_PORT = 8099

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import requests
 
-from bench.intake import partner_submission
+from services.intake.samples import partner_submission
 
 PATIENT_LOCATION = re.compile(r'"location"\s*:\s*"Patient/([^/"]+)')
 HEADERS = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}

@@ -123,8 +123,8 @@ class AftercareHandlers:
     def handle(self, tx: Transaction, event: Event) -> None:
         """One entry point per event type: its own effect, then the EHR deliveries it causes."""
         effect = {"iop.careplan.graduated": self.on_graduated, "iop.encounter.finished": self.on_checkin_evidence,
-                  "iop.assessment.completed": self.on_checkin_evidence, "iop.intake.received": self.on_intake,
-                  "iop.intake.assessed": self.on_intake}.get(event.type)
+                  "iop.assessment.completed": self.on_checkin_evidence,
+                  "iop.intake.received": self.on_intake}.get(event.type)
         if effect is not None:
             effect(tx, event)
         self.queue_deliveries(tx, event)

@@ -17,7 +17,7 @@ from shared.fhir.store import SQLiteStore
 TOPICS = [INTAKE, CAREPLAN, ENCOUNTER, AFTERCARE]
 # What aftercare acts on: its own effects, and what EHRs can subscribe to (not, say, every planned session).
 HANDLED = sorted({"iop.careplan.graduated", "iop.encounter.finished", "iop.assessment.completed",
-                  "iop.intake.received", "iop.intake.assessed", *TOPICS_BY_EVENT})
+                  "iop.intake.received", *TOPICS_BY_EVENT})
 
 
 def worker_spec(settings: Settings) -> WorkerSpec:

@@ -223,8 +223,8 @@ def test_a_missed_checkin_is_raised_once_when_its_window_passes(watcher: EventWa
 def test_write_back_transactions_are_accepted_by_an_independent_fhir_server(watcher: EventWatcher, hapi) -> None:
     import uuid
 
-    from tests.e2e.test_journey import created_id, submit
-    from tests.support.intake import PARTNER_SYSTEM, partner_submission
+    from services.intake.samples import PARTNER_SYSTEM, created_id, partner_submission
+    from tests.e2e.test_journey import submit
 
     mrn = uuid.uuid4().hex[:10]
     ehr_patient = http.post(f"{hapi.base_url}/Patient", json={

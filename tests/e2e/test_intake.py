@@ -6,11 +6,11 @@ import uuid
 
 from kafka import KafkaProducer
 
-from tests.e2e.test_journey import JSON, created_id
+from services.intake.samples import FREQ, created_id, intake_response, partner_submission, phq9
+from tests.e2e.test_journey import JSON
 from tests.support.auth import http
 from tests.support.broker import Broker
 from tests.support.events import EventWatcher
-from tests.support.intake import FREQ, intake_response, partner_submission, phq9
 from tests.support.processes import base_url
 
 INTAKE, CAREPLAN = base_url("intake"), base_url("careplan")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import requests
 
+from services.intake.samples import created_id, partner_submission
 from tests.support.auth import http
 from tests.support.events import EventWatcher
-from tests.support.intake import partner_submission
 from tests.support.processes import base_url
 from tests.support.waiting import wait_until
 
@@ -17,12 +17,6 @@ def submit(bundle: dict) -> dict:
     resp = http.post(INTAKE, json=bundle, headers=JSON, timeout=10)
     assert resp.status_code == 200, resp.text
     return resp.json()
-
-
-def created_id(response_bundle: dict, rtype: str) -> str:
-    loc = next(e["response"]["location"] for e in response_bundle["entry"]
-               if e["response"]["location"].startswith(rtype + "/"))
-    return loc.split("/")[1]
 
 
 def test_given_a_referral_when_the_intake_is_submitted_then_a_plan_and_its_sessions_exist(
@@ -110,7 +104,7 @@ def test_an_invalid_session_transition_is_refused_with_409_and_stores_nothing(wa
 
 def test_given_a_reassessment_then_goal_achievement_changes_and_is_announced(watcher: EventWatcher) -> None:
     from services.intake.questionnaires import PHQ9_URL
-    from tests.support.intake import phq9, response
+    from services.intake.samples import phq9, response
 
     patient, careplan = admit(watcher)
     follow_up = response(PHQ9_URL, f"Patient/{patient}", **phq9([0, 1, 0, 1, 0, 0, 1, 0, 0]))

@@ -6,10 +6,10 @@ import uuid
 import jwt
 import requests
 
-from tests.e2e.test_journey import JSON, created_id
+from services.intake.samples import created_id, partner_submission
+from tests.e2e.test_journey import JSON
 from tests.support.auth import TEST_SECRET, http, session, token
 from tests.support.events import EventWatcher
-from tests.support.intake import partner_submission
 from tests.support.processes import base_url
 
 INTAKE, CAREPLAN = base_url("intake"), base_url("careplan")

@@ -17,26 +17,12 @@ from services.intake.questionnaires import (
     iter_items,
     load_catalogue,
 )
+from services.intake.samples import LOINC, NO, YES, build_items, default_answer
 
-LOINC = "http://loinc.org"
-YES, NO = {"system": LOINC, "code": "LA33-6", "display": "Yes"}, {"system": LOINC, "code": "LA32-8", "display": "No"}
-VALUE_KEY = {"boolean": "valueBoolean", "integer": "valueInteger", "decimal": "valueDecimal", "date": "valueDate",
-             "dateTime": "valueDateTime", "time": "valueTime", "string": "valueString", "text": "valueString",
-             "choice": "valueCoding", "open-choice": "valueCoding", "quantity": "valueQuantity"}
 ONE_OR_TWO = {"system": LOINC, "code": "LA15694-5"}
 DRINKS_MONTHLY = {"auditc-q1": [{"system": LOINC, "code": "LA18926-8", "display": "Monthly or less"}]}
 CATALOGUE = load_catalogue()
 INTAKE = CATALOGUE[IOP_INTAKE_URL]
-
-
-def default_answer(item):
-    """A plausible answer: No for yes/no items, else the first option, the minimum, or a fixed value."""
-    options = [option["valueCoding"] for option in item.get("answerOption", [])]
-    if options:
-        return NO if NO["code"] in {o["code"] for o in options} else options[0]
-    minimum = next((e["valueInteger"] for e in item.get("extension", []) if e["url"].endswith("minValue")), 0)
-    return {"boolean": False, "integer": minimum, "decimal": 1.5, "date": "2024-05-01", "string": "text",
-            "text": "text"}[item["type"]]
 
 
 def fill(questionnaire, status="completed", **overrides):
@@ -48,21 +34,6 @@ def fill(questionnaire, status="completed", **overrides):
     return {"resourceType": "QuestionnaireResponse", "status": status,
             "questionnaire": f"{questionnaire['url']}|{questionnaire['version']}",
             "subject": {"reference": "Patient/1"}, "item": build_items(questionnaire["item"], answers)}
-
-
-def build_items(definitions, answers):
-    built = []
-    for item in definitions:
-        if item["type"] == "display" or not is_enabled(item, answers):
-            continue
-        if item["type"] == "group":
-            children = build_items(item.get("item", []), answers)
-            if children:
-                built.append({"linkId": item["linkId"], "item": children})
-        elif answers.get(item["linkId"]):
-            key = VALUE_KEY[item["type"]]
-            built.append({"linkId": item["linkId"], "answer": [{key: value} for value in answers[item["linkId"]]]})
-    return built
 
 
 def locate(qr, link_id, path="QuestionnaireResponse", items=None):

@@ -1,10 +1,14 @@
-"""Intake responses and partner submissions for tests, built from the served Questionnaires."""
+"""Sample intake responses and referral-partner submissions, built from the Questionnaires intake serves.
+
+For partners testing their integration, the demo, the benchmarks and the suite's own tests: the
+answers describe a fictional adult whom triage recommends for IOP (ASAM 2.1) unless overridden.
+"""
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from services.intake.questionnaires import IOP_INTAKE_URL, is_enabled, iter_items, load_catalogue
+from services.intake.questionnaires import IOP_INTAKE_URL, PHQ9_URL, is_enabled, iter_items, load_catalogue
 
 LOINC = "http://loinc.org"
 YES = {"system": LOINC, "code": "LA33-6", "display": "Yes"}
@@ -74,6 +78,21 @@ IOP_CANDIDATE: dict[str, list] = {
     "safe_housing": [True], "family_involvement": [True],
     "available_days": [{"system": "http://hl7.org/fhir/days-of-week", "code": d} for d in ("mon", "wed", "fri")],
 }
+
+
+# A re-assessment two weeks in: minimal symptoms (PHQ-9 total 3, down from 11 at intake).
+IMPROVED_PHQ9 = phq9([0, 1, 0, 1, 0, 0, 1, 0, 0])
+
+
+def follow_up_phq9(patient_id: str) -> dict:
+    return response(PHQ9_URL, f"Patient/{patient_id}", **IMPROVED_PHQ9)
+
+
+def created_id(transaction_response: dict, rtype: str) -> str:
+    """The id the server gave the entry of `rtype` in a transaction-response Bundle."""
+    location = next(e["response"]["location"] for e in transaction_response["entry"]
+                    if e["response"]["location"].startswith(rtype + "/"))
+    return location.split("/")[1]
 
 
 def intake_response(patient_ref: str, status: str = "completed", **overrides: list | None) -> dict:
