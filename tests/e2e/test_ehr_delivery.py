@@ -11,6 +11,7 @@ import requests
 from fhir.resources.R4B.bundle import Bundle
 
 from services.aftercare.notifications import verify_signature
+from services.aftercare.samples import LOCAL, consent, event_numbers, notification_status, subscription
 from tests.e2e.test_journey import JSON, admit, current_plan, put
 from tests.support.auth import http
 from tests.support.events import EventWatcher
@@ -18,9 +19,6 @@ from tests.support.processes import Proc, base_url
 from tests.support.waiting import wait_until
 
 AFTERCARE, CAREPLAN = base_url("aftercare"), base_url("careplan")
-BACKPORT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition"
-LOCAL = "https://iop-suite.org/fhir/StructureDefinition"
-TOPIC = "https://iop-suite.org/fhir/SubscriptionTopic"
 SECRET = "a-shared-secret-of-32-characters"
 
 
@@ -46,20 +44,7 @@ class Receiver:
     def notifications(self) -> list[dict]:
         """Event notifications only (not the handshake), as parsed Bundles."""
         bundles = [json.loads(r["body"]) for r in self.received()]
-        return [b for b in bundles if status_of(b)["type"] == "event-notification"]
-
-
-def status_of(bundle: dict) -> dict:
-    params = bundle["entry"][0]["resource"]["parameter"]
-    return {p["name"]: next(v for k, v in p.items() if k.startswith("value")) for p in params if "part" not in p}
-
-
-def event_numbers(bundle: dict) -> list[int]:
-    params = bundle["entry"][0]["resource"]["parameter"]
-    return [int(next(part["valueString"] if "valueString" in part else part["valueInteger64"]
-                     if "valueInteger64" in part else part.get("valueInteger", part.get("valueUnsignedInt"))
-                     for part in p["part"] if part["name"] == "event-number"))
-            for p in params if p["name"] == "notification-event"]
+        return [b for b in bundles if notification_status(b)["type"] == "event-notification"]
 
 
 @pytest.fixture
@@ -70,37 +55,6 @@ def receivers(tmp_path) -> Iterator[tuple[Receiver, Receiver]]:
     b.proc.kill()
 
 
-def consent(patient: str, organisations: list[str], status: str = "active") -> dict:
-    return {"resourceType": "Consent", "status": status, "dateTime": "2026-01-01",
-            "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                  "code": "patient-privacy"}]},
-            "category": [{"coding": [{"system": "http://loinc.org", "code": "64292-6"}]}],
-            "patient": {"reference": f"Patient/{patient}"},
-            "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                       "code": "42CFRPart2"}]},
-            "provision": {"type": "permit", "period": {"start": "2026-01-01"},
-                          "actor": [{"role": {"coding": [{
-                              "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
-                              "code": "IRCP"}]}, "reference": {"reference": org}} for org in organisations],
-                          "action": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentaction",
-                                                  "code": "disclose"}]}],
-                          "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                                       "code": "TREAT"}]}}
-
-
-def subscription(topic: str, patient: str, endpoint: str, organisation: str, content: str = "id-only") -> dict:
-    return {"resourceType": "Subscription", "status": "requested", "reason": "Aftercare updates for our patients",
-            "criteria": f"{TOPIC}/{topic}",
-            "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria",
-                                         "valueString": f"CarePlan?patient=Patient/{patient}"}]},
-            "extension": [{"url": f"{LOCAL}/subscription-recipient", "valueReference": {"reference": organisation}}],
-            "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
-                        "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content",
-                                                    "valueCode": content}]},
-                        "extension": [{"url": f"{BACKPORT}/backport-timeout", "valueUnsignedInt": 2},
-                                      {"url": f"{LOCAL}/subscription-hmac-secret", "valueString": SECRET}]}}
-
-
 def create(resource: dict) -> dict:
     resp = http.post(f"{AFTERCARE}/{resource['resourceType']}", json=resource, headers=JSON, timeout=10)
     assert resp.status_code == 201, resp.text
@@ -108,7 +62,8 @@ def create(resource: dict) -> dict:
 
 
 def subscribe(topic: str, patient: str, receiver: Receiver, organisation: str, content: str = "id-only") -> dict:
-    sub = create(subscription(topic, patient, receiver.url + "/notify", organisation, content))
+    sub = create(subscription(topic, patient, receiver.url + "/notify", organisation, content, timeout_s=2,
+                              secret=SECRET))
     assert sub["status"] == "requested" and "subscription-hmac-secret" not in json.dumps(sub)
     wait_until(lambda: http.get(f"{AFTERCARE}/Subscription/{sub['id']}", timeout=5).json()["status"] == "active",
                30, what="handshake done")
@@ -138,7 +93,7 @@ def test_given_a_graduation_then_aftercare_is_planned_and_a_subscribed_ehr_gets_
     assert planned.focus["basedOn"][0]["reference"].endswith(careplan["id"])
     assert planned.of_type("ServiceRequest")
     wait_until(lambda: ehr.notifications(), 30, what="notification received")
-    raw = next(r for r in ehr.received() if status_of(json.loads(r["body"]))["type"] == "event-notification")
+    raw = next(r for r in ehr.received() if notification_status(json.loads(r["body"]))["type"] == "event-notification")
     assert verify_signature(SECRET, raw["body"].encode(), raw["headers"]["X-IOP-Signature"])
     bundle = json.loads(raw["body"])
     parsed = Bundle.model_validate(bundle)
@@ -177,7 +132,7 @@ def test_given_an_ehr_down_for_a_while_then_every_notification_arrives_in_order_
     replay = http.get(f"{AFTERCARE}/Subscription/{sub_down['id']}/$events",
                           params={"eventsSinceNumber": 2, "eventsUntilNumber": 3}, timeout=5).json()
     Bundle.model_validate(replay)
-    assert event_numbers(replay) == [2, 3] and status_of(replay)["type"] == "query-event"
+    assert event_numbers(replay) == [2, 3] and notification_status(replay)["type"] == "query-event"
 
 
 def test_without_consent_nothing_is_sent_and_a_revoked_consent_stops_queued_deliveries(
@@ -234,11 +189,11 @@ def test_write_back_transactions_are_accepted_by_an_independent_fhir_server(watc
     patient = created_id(submit(partner_submission(mrn)), "Patient")
     careplan = watcher.wait_for("iop.careplan.created", patient)[0].focus
     create(consent(patient, ["Organization/hospital-ehr"]))
-    sub = subscription("aftercare-planned", patient, hapi.base_url, "Organization/hospital-ehr", "full-resource")
+    sub = subscription("aftercare-planned", patient, hapi.base_url, "Organization/hospital-ehr", "full-resource",
+                       timeout_s=30)
     sub["channel"]["extension"] += [
         {"url": f"{LOCAL}/subscription-delivery-mode", "valueCode": "write-back"},
         {"url": f"{LOCAL}/subscription-patient-identifier-system", "valueUri": PARTNER_SYSTEM}]
-    sub["channel"]["extension"][0]["valueUnsignedInt"] = 30
     created = create(sub)
     wait_until(lambda: http.get(f"{AFTERCARE}/Subscription/{created['id']}", timeout=5).json()["status"]
                == "active", 60, what="write-back endpoint checked")
