@@ -24,7 +24,7 @@ from services.aftercare.backoff import RetryPolicy
 from services.aftercare.subscriptions import SubscriptionSpec, parse_subscription
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
-from shared.fhir.search import reference_condition
+from shared.fhir.search import reference_condition, token_condition
 from shared.fhir.store import SQLiteStore, Stored, Transaction, WorkItem
 from shared.fhir.util import now_instant
 from shared.logs import get_logger
@@ -42,6 +42,10 @@ def secret_key(sid: str) -> str:
 
 def counter_key(sid: str) -> str:
     return f"sub-events:{sid}"
+
+
+def last_sent_key(sid: str) -> str:
+    return f"sub-last-sent:{sid}"
 
 
 @dataclasses.dataclass
@@ -65,10 +69,13 @@ class Dispatcher:
     # -- scheduling ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Dispatch when the store changed (a new item queued) and at least every half second (retries due)."""
-        seen, last = None, 0.0
+        seen, last, beat = None, 0.0, 0.0
         while not stop.is_set():
             try:
                 version = self.store.data_version()
+                if time.monotonic() - beat > 1.0:
+                    beat = time.monotonic()
+                    self.heartbeats()
                 if version != seen or time.monotonic() - last > 0.5:
                     seen, last = version, time.monotonic()
                     self.dispatch_once()
@@ -85,6 +92,19 @@ class Dispatcher:
                     continue
                 self._inflight.add(sid)
             self.pool.submit(self._drain, sid)
+
+    def heartbeats(self) -> None:
+        """Queue a heartbeat for each active subscription that asked for one and has heard nothing for that long."""
+        now = self.clock().timestamp()
+        for sub in self.store.search("Subscription", [token_condition("status", "active")], "r.created_seq",
+                                     1000, 0).items:
+            spec = parse_subscription(sub.resource)
+            if isinstance(spec, list) or not spec.heartbeat_period_s or spec.write_back:
+                continue
+            quiet_since = float(self.store.get_value(last_sent_key(sub.id)) or 0)
+            if now - quiet_since >= spec.heartbeat_period_s and not self.store.work(f"sub:{sub.id}", ("queued",), 1):
+                with self.store.transaction() as tx:
+                    tx.enqueue(f"sub:{sub.id}", {"kind": "heartbeat"})
 
     def _drain(self, sid: str) -> None:
         try:
@@ -115,7 +135,19 @@ class Dispatcher:
             return self._handshake(sub, spec, item)
         if sub.resource.get("status") != "active":
             return False  # requested (handshake pending) or error: deliveries wait
+        if item.body["kind"] == "heartbeat":
+            return self._heartbeat(sub, spec, item)
         return self._notify(sub, spec, item)
+
+    def _heartbeat(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
+        count = int(self.store.get_value(counter_key(sub.id)) or 0)
+        attempt = self._post(spec, notifications.heartbeat_bundle(spec, sub.id, "active", count, self.base_url))
+        with self.store.transaction() as tx:
+            self._audit(tx, sub.id, None, attempt, "heartbeat")
+            tx.update_work(item.seq, "delivered" if attempt.ok else "failed", item.attempts + 1, item.not_before)
+            if attempt.ok:
+                tx.put_value(last_sent_key(sub.id), str(self.clock().timestamp()))
+        return True
 
     def _handshake(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
         if spec.write_back:
@@ -126,6 +158,7 @@ class Dispatcher:
             self._audit(tx, sub.id, None, attempt, "handshake")
             if attempt.ok:
                 tx.update_work(item.seq, "delivered", item.attempts + 1, item.not_before)
+                tx.put_value(last_sent_key(sub.id), str(self.clock().timestamp()))
                 self._set_status(tx, sub, "active")
                 return True
             return self._failed(tx, sub, item, attempt)
@@ -146,6 +179,7 @@ class Dispatcher:
             if not attempt.ok:
                 return self._failed(tx, sub, item, attempt)
             tx.update_work(item.seq, "delivered", item.attempts + 1, item.not_before, number)
+            tx.put_value(last_sent_key(sub.id), str(self.clock().timestamp()))
             self._provenance(tx, item, decision.consent_id, sub.id)
             self.outbox.emit(tx, "iop.ehr.delivered", patient, sub.resource)
         return True

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from datetime import date, timedelta
 
 import pytest
-import requests
 from fhir.resources.R4B.bundle import Bundle
 
 from services.aftercare.notifications import verify_signature
@@ -15,36 +13,12 @@ from services.aftercare.samples import LOCAL, consent, event_numbers, notificati
 from tests.e2e.test_journey import JSON, admit, current_plan, put
 from tests.support.auth import http
 from tests.support.events import EventWatcher
-from tests.support.processes import Proc, base_url
+from tests.support.processes import base_url
+from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
 
 AFTERCARE, CAREPLAN = base_url("aftercare"), base_url("careplan")
 SECRET = "a-shared-secret-of-32-characters"
-
-
-class Receiver:
-    def __init__(self, port: int, tmp_path) -> None:
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc = Proc(f"receiver-{port}", [sys.executable, "-m", "tests.support.receiver", str(port)], None,
-                         tmp_path / f"receiver-{port}.log").start()
-        wait_until(self._up, 20, what="receiver up")
-
-    def _up(self) -> bool:
-        try:
-            return http.get(f"{self.url}/_received", timeout=1).ok
-        except requests.RequestException:
-            return False
-
-    def mode(self, mode: str, delay_s: float = 0) -> None:
-        http.post(f"{self.url}/_control", json={"mode": mode, "delay_s": delay_s}, timeout=5)
-
-    def received(self) -> list[dict]:
-        return http.get(f"{self.url}/_received", timeout=5).json()
-
-    def notifications(self) -> list[dict]:
-        """Event notifications only (not the handshake), as parsed Bundles."""
-        bundles = [json.loads(r["body"]) for r in self.received()]
-        return [b for b in bundles if notification_status(b)["type"] == "event-notification"]
 
 
 @pytest.fixture
@@ -106,6 +80,10 @@ def test_given_a_graduation_then_aftercare_is_planned_and_a_subscribed_ehr_gets_
     Bundle.model_validate(ehr_status := http.get(f"{AFTERCARE}/Subscription/{sub['id']}/$status",
                                                      timeout=5).json())
     assert ehr_status["entry"][0]["resource"]["resourceType"] == "Parameters"
+    resend = http.post(f"{AFTERCARE}/Subscription/{sub['id']}/$resend", json={"resourceType": "Parameters",
+                       "parameter": [{"name": "eventsSinceNumber", "valueInteger": 1}]}, headers=JSON, timeout=5)
+    assert resend.json()["parameter"][0]["valueInteger"] == 1
+    wait_until(lambda: [event_numbers(b) for b in ehr.notifications()] == [[1], [1]], 30, what="event 1 resent")
 
 
 def test_given_an_ehr_down_for_a_while_then_every_notification_arrives_in_order_and_the_other_is_not_delayed(

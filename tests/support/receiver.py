@@ -1,5 +1,5 @@
 """A stand-in EHR endpoint, run as its own process: records what it receives, and can be told to fail,
-hang or answer slowly.
+hang or answer slowly. `Receiver` is the tests' handle on one.
 
     python -m tests.support.receiver PORT
     POST /_control {"mode": "ok" | "fail" | "hang" | "slow", "delay_s": 0.5}
@@ -12,6 +12,11 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import requests
+
+from services.aftercare.samples import notification_status
+from tests.support.waiting import wait_until
 
 STATE = {"mode": "ok", "delay_s": 0.0}
 RECEIVED: list[dict] = []
@@ -51,6 +56,35 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             RECEIVED.append({"path": self.path, "headers": dict(self.headers), "body": body.decode()})
         return self._reply(200, {"resourceType": "OperationOutcome", "issue": []})
+
+
+class Receiver:
+    def __init__(self, port: int, tmp_path) -> None:
+        self.url = f"http://127.0.0.1:{port}"
+        from tests.support.processes import Proc
+
+        self.proc = Proc(f"receiver-{port}", [sys.executable, "-m", "tests.support.receiver", str(port)], None,
+                         tmp_path / f"receiver-{port}.log").start()
+        wait_until(self._up, 20, what="receiver up")
+
+    def _up(self) -> bool:
+        if self.proc.popen is not None and self.proc.popen.poll() is not None:
+            raise RuntimeError(f"the receiver on {self.url} exited (port in use?); see {self.proc.log}")
+        try:
+            return requests.get(f"{self.url}/_received", timeout=1).ok
+        except requests.RequestException:
+            return False
+
+    def mode(self, mode: str, delay_s: float = 0) -> None:
+        requests.post(f"{self.url}/_control", json={"mode": mode, "delay_s": delay_s}, timeout=5)
+
+    def received(self) -> list[dict]:
+        return requests.get(f"{self.url}/_received", timeout=5).json()
+
+    def notifications(self) -> list[dict]:
+        """Event notifications only (not the handshake), as parsed Bundles."""
+        bundles = [json.loads(r["body"]) for r in self.received()]
+        return [b for b in bundles if notification_status(b)["type"] == "event-notification"]
 
 
 def main() -> None:
