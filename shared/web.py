@@ -76,12 +76,6 @@ class ServiceContext:
     kafka: KafkaProbe
 
 
-def context() -> ServiceContext:
-    from flask import current_app
-
-    return current_app.extensions["iop"]
-
-
 def _register_errors(app: Flask) -> None:
     @app.errorhandler(FhirError)
     def fhir_error(exc: FhirError) -> FlaskResponse:

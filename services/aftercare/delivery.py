@@ -119,10 +119,14 @@ class Dispatcher:
     # -- one item ------------------------------------------------------------------------------
     def deliver_next(self, sid: str) -> bool:
         """Handle the oldest due item of one subscription; False when there is nothing more to do now."""
+        sub = self.store.read("Subscription", sid)
         items = self.store.work(f"sub:{sid}", ("queued",), 1)
+        if sub is not None and sub.resource.get("status") == "requested":
+            # The handshake goes first, even behind events that wait for the subscription to be active.
+            items = [i for i in self.store.work(f"sub:{sid}", ("queued",), 10000) if i.body["kind"] == "handshake"][:1]
         if not items or items[0].not_before > now_instant():
             return False
-        item, sub = items[0], self.store.read("Subscription", sid)
+        item = items[0]
         if sub is None or sub.deleted or sub.resource.get("status") in ("off", "entered-in-error"):
             with self.store.transaction() as tx:
                 tx.update_work(item.seq, "cancelled", item.attempts, item.not_before)

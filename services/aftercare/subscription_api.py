@@ -38,7 +38,9 @@ def after_subscription(tx: Transaction, stored: Stored, previous: Stored | None)
     if secret is not None:
         tx.put_value(secret_key(stored.id), secret)
         _pending_secret.set(None)
-    if previous is None:
+    back_to_requested = previous is not None and previous.resource.get("status") != "requested" \
+        and stored.resource.get("status") == "requested"
+    if previous is None or back_to_requested:  # a new handshake, also to resume a subscription in error
         tx.enqueue(f"sub:{stored.id}", {"kind": "handshake"})
 
 

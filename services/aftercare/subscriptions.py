@@ -135,15 +135,6 @@ def parse_subscription(sub: dict) -> SubscriptionSpec | list[Issue]:
     return SubscriptionSpec(topic=topic, patients=patients, **spec_fields)
 
 
-def redact(sub: dict) -> dict:
-    """The Subscription as it may be read back: the HMAC secret is write-only."""
-    channel = dict(sub.get("channel") or {})
-    channel["extension"] = [e for e in channel.get("extension", []) if e.get("url") != HMAC_SECRET]
-    if not channel["extension"]:
-        del channel["extension"]
-    return {**sub, "channel": channel} if "channel" in sub else dict(sub)
-
-
 def _parse_topic(sub: dict, issues: list[Issue]) -> Topic | None:
     topic = TOPICS.get((sub.get("criteria") or "").split("|")[0])  # a canonical may carry |version
     if topic is None:
