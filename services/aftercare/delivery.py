@@ -21,6 +21,7 @@ import requests
 
 from services.aftercare import consent, notifications, writeback
 from services.aftercare.backoff import RetryPolicy
+from services.aftercare.handlers import identifiers_key
 from services.aftercare.subscriptions import SubscriptionSpec, parse_subscription
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
@@ -234,7 +235,7 @@ class Dispatcher:
         return number
 
     def _patient_identifier(self, patient: str, spec: SubscriptionSpec) -> dict | None:
-        raw = self.store.get_value(f"patient-identifiers:{patient}")
+        raw = self.store.get_value(identifiers_key(patient))
         return next((i for i in json.loads(raw) if i.get("system") == spec.patient_identifier_system), None) \
             if raw else None
 
