@@ -58,18 +58,21 @@ class IntakeHandlers:
 
     # -- after it is stored --------------------------------------------------------------------
     def on_response(self, tx: Transaction, qr: Stored, previous: Stored | None) -> None:
-        patient_id = ref_id(qr.resource["subject"])
+        patient_id = ref_id(qr.resource["subject"]) or ""
+        patient = tx.read("Patient", patient_id)
+        if patient is None:  # check_response refuses this before the write; kept for writes that skip it
+            raise FhirError.single(422, "subject must reference a known Patient",
+                                   expression="QuestionnaireResponse.subject")
         is_intake = qr.resource["questionnaire"].partition("|")[0] == IOP_INTAKE_URL
         if previous is None and is_intake:
-            self._received(tx, qr, patient_id)
+            self._received(tx, qr, patient)
         already_scored = previous is not None and previous.resource.get("status") in SCORED
         if qr.resource["status"] not in SCORED or already_scored:
             return
-        assessment = self.assess(tx, qr, patient_id, is_intake)
+        assessment = self.assess(tx, qr, patient, is_intake)
         context = [r.resource for r in (*assessment.scores, assessment.recommendation, assessment.flag) if r]
-        patient = tx.read("Patient", patient_id)
         self.outbox.emit(tx, "iop.intake.assessed" if is_intake else "iop.assessment.completed", patient_id, qr,
-                         ([patient.resource] if is_intake and patient else []) + context)
+                         ([patient.resource] if is_intake else []) + context)
         if assessment.flag:
             self.outbox.emit(tx, "iop.intake.safety-alert", patient_id, assessment.flag,
                              [qr.resource, *(s.resource for s in assessment.scores)])
@@ -79,22 +82,19 @@ class IntakeHandlers:
                  recommendation=assessment.recommendation.resource["valueCodeableConcept"]["coding"][0]["code"]
                  if assessment.recommendation else None, scores=len(assessment.scores))
 
-    def _received(self, tx: Transaction, qr: Stored, patient_id: str) -> None:
-        context: list[dict[str, Any]] = []
-        if (patient := tx.read("Patient", patient_id)) is not None:
-            context.append(patient.resource)
+    def _received(self, tx: Transaction, qr: Stored, patient: Stored) -> None:
+        context: list[dict[str, Any]] = [patient.resource]
         for based_on in qr.resource.get("basedOn", []):
             if based_on.get("reference", "").startswith("ServiceRequest/"):
                 if (sr := tx.read("ServiceRequest", ref_id(based_on))) is not None:
                     context.append(sr.resource)
-        self.outbox.emit(tx, "iop.intake.received", patient_id, qr, context)
+        self.outbox.emit(tx, "iop.intake.received", patient.id, qr, context)
 
-    def assess(self, tx: Transaction, qr: Stored, patient_id: str, is_intake: bool) -> Assessment:
+    def assess(self, tx: Transaction, qr: Stored, patient: Stored, is_intake: bool) -> Assessment:
         answers = answers_by_link_id(qr.resource)
-        patient = tx.read("Patient", patient_id)
-        sex = scoring.administrative_sex(answers) or (patient.resource.get("gender") if patient else None)
+        sex = scoring.administrative_sex(answers) or patient.resource.get("gender")
         scores = scoring.score_intake(answers, sex)
-        ctx = observations.ObservationContext(f"Patient/{patient_id}", f"QuestionnaireResponse/{qr.id}",
+        ctx = observations.ObservationContext(f"Patient/{patient.id}", f"QuestionnaireResponse/{qr.id}",
                                               qr.resource.get("authored") or now_instant())
         stored = [self.repo.create(tx, obs, validated=True) for obs in observations.score_observations(scores, ctx)]
         findings = triage.findings_from_intake(answers, scores)

@@ -40,9 +40,9 @@ class OutboxRelay:
     def _hold_lease(self) -> bool:
         now = time.time()
         with self.store.transaction() as tx:
-            row = tx.conn.execute("SELECT value FROM kv WHERE name=?", (LEASE,)).fetchone()
-            if row:
-                holder, _, expires = row["value"].rpartition("@")
+            lease = tx.get_value(LEASE)
+            if lease:
+                holder, _, expires = lease.rpartition("@")
                 if holder != self.owner and float(expires) > now:
                     return False
             tx.put_value(LEASE, f"{self.owner}@{now + LEASE_SECONDS}")

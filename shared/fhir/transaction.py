@@ -32,19 +32,6 @@ def _rewrite_refs(node: Any, mapping: dict[str, str]) -> Any:
     return node
 
 
-def _conditional_refs(node: Any, found: set[str]) -> set[str]:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and "?" in ref and "/" not in ref.split("?")[0]:
-            found.add(ref)
-        for v in node.values():
-            _conditional_refs(v, found)
-    elif isinstance(node, list):
-        for v in node:
-            _conditional_refs(v, found)
-    return found
-
-
 def _references(node: Any, found: set[str]) -> set[str]:
     if isinstance(node, dict):
         if isinstance(node.get("reference"), str):
@@ -55,6 +42,11 @@ def _references(node: Any, found: set[str]) -> set[str]:
         for v in node:
             _references(v, found)
     return found
+
+
+def _is_conditional(ref: str) -> bool:
+    """`Patient?identifier=...`: a search that must match exactly one resource, not a `Type/id`."""
+    return "?" in ref and "/" not in ref.split("?")[0]
 
 
 def processing_order(entries: list[dict]) -> list[int]:
@@ -145,7 +137,7 @@ class BundleProcessor:
 
     def _resolve_conditionals(self, entries: list[dict], mapping: dict[str, str]) -> None:
         for entry in entries:
-            for ref in _conditional_refs(entry.get("resource") or {}, set()):
+            for ref in filter(_is_conditional, _references(entry.get("resource") or {}, set())):
                 rtype, criteria = ref.split("?", 1)
                 found = self.api.find(rtype, criteria)
                 if len(found) != 1:
