@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -108,6 +108,7 @@ class Page:
 
 
 class Transaction(Protocol):
+    def savepoint(self) -> AbstractContextManager[None]: ...
     def read(self, rtype: str, rid: str) -> Stored | None: ...
     def write(self, rtype: str, rid: str, resource: dict, index: list[IndexRow],
               expected_version: int | None = None) -> Stored: ...
@@ -150,6 +151,21 @@ def _row_to_stored(row: sqlite3.Row, method: str = "PUT") -> Stored:
 class SQLiteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
+        self._savepoints = 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A part of the transaction that an exception undoes alone: the writes before it stay."""
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            raise
+        self.conn.execute(f"RELEASE {name}")
 
     def read(self, rtype: str, rid: str) -> Stored | None:
         row = self.conn.execute("SELECT * FROM resource WHERE type=? AND id=?", (rtype, rid)).fetchone()

@@ -229,6 +229,30 @@ def test_a_failed_transaction_leaves_nothing_behind(store: Store) -> None:
         assert tx.mark_applied("careplan-worker", "evt-0")  # it was never recorded
 
 
+def test_a_failed_savepoint_undoes_only_its_own_writes(store: Store) -> None:
+    class Refused(Exception):
+        pass
+
+    with store.transaction() as tx:
+        with tx.savepoint():
+            tx.write(PLAN, "kept", plan(), status_index("draft"))
+            assert tx.mark_applied("careplan-worker", "evt-kept")
+        with pytest.raises(Refused), tx.savepoint():
+            tx.write(PLAN, "undone", plan(), status_index("draft"))
+            tx.add_event(event(1))
+            assert tx.mark_applied("careplan-worker", "evt-undone")
+            raise Refused
+        with tx.savepoint():
+            tx.add_event(event(2))
+
+    assert store.read(PLAN, "kept").version == 1
+    assert store.read(PLAN, "undone") is None
+    assert [e.headers for e in store.unsent_events(10)] == [event(2).headers]
+    with store.transaction() as tx:
+        assert not tx.mark_applied("careplan-worker", "evt-kept")
+        assert tx.mark_applied("careplan-worker", "evt-undone")  # its savepoint was rolled back
+
+
 def test_a_failed_update_keeps_the_previous_version_and_index(store: Store) -> None:
     write(store, "p1", plan("draft"))
 
