@@ -43,6 +43,7 @@ class Settings:
     consumer_max_attempts: int = field(default_factory=lambda: env_int("IOP_CONSUMER_MAX_ATTEMPTS", 5))
     consumer_backoff_ms: int = field(default_factory=lambda: env_int("IOP_CONSUMER_BACKOFF_MS", 200))
     relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
+    event_validation: str = field(default_factory=lambda: env_str("IOP_EVENT_VALIDATION", "structure"))
     schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 2))
     program_tz: str = field(default_factory=lambda: env_str("IOP_PROGRAM_TZ", "UTC"))
     delivery_backoff_base_s: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_BACKOFF_BASE_S", "2")))
@@ -64,6 +65,8 @@ class Settings:
         if not self.base_url:
             port = SERVICE_PORTS.get(self.service, 8080)
             self.base_url = env_str(prefix + "BASE_URL", f"http://127.0.0.1:{port}/fhir").rstrip("/")
+        if self.event_validation not in ("structure", "full"):
+            raise ValueError(f"IOP_EVENT_VALIDATION must be 'structure' or 'full', not {self.event_validation!r}")
 
     @property
     def port(self) -> int:

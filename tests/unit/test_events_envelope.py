@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -70,11 +71,32 @@ def test_an_event_must_carry_its_types_focus() -> None:
     (lambda h, v: (h, v.replace(b'"status":"active"', b'"status":"bogus"')), "not valid FHIR"),
     (lambda h, v: ([(k, b"\xff" if k == "ce_id" else x) for k, x in h], v), "UTF-8"),
 ])
-def test_an_invalid_envelope_is_refused_with_its_reason(mutate, reason: str) -> None:
+@pytest.mark.parametrize("full", [True, False], ids=["full", "structure"])
+def test_an_invalid_envelope_is_refused_with_its_reason(mutate, reason: str, full: bool) -> None:
     headers, key, value = wire(build_event("iop.careplan.created", "http://h", "p1", CAREPLAN))
     headers, value = mutate(headers, value)
     with pytest.raises(InvalidEnvelope, match=reason):
-        parse_event(headers, key, value)
+        parse_event(headers, key, value, full=full)
+
+
+@pytest.mark.parametrize("change, path", [
+    ({"statuz": "active"}, "Bundle.entry[0].resource.statuz"),  # unknown element
+    ({"intent": ["plan"]}, "Bundle.entry[0].resource.intent"),  # an array where one value goes
+    ({"subject": {"reference": "Patient/p1 x"}}, "Bundle.entry[0].resource.subject.reference"),
+    ({"activity": []}, "Bundle.entry[0].resource.activity"),  # empty array
+])
+def test_a_structural_check_names_each_problem_by_its_path(change: dict, path: str) -> None:
+    headers, key, value = wire(build_event("iop.careplan.created", "http://h", "p1", {**CAREPLAN, **change}))
+    with pytest.raises(InvalidEnvelope, match=re.escape(path)):
+        parse_event(headers, key, value, full=False)
+
+
+def test_only_the_full_check_reads_the_lexical_form_of_primitives() -> None:
+    headers, key, value = wire(build_event("iop.careplan.created", "http://h", "p1",
+                                           {**CAREPLAN, "created": "last tuesday"}))
+    assert parse_event(headers, key, value, full=False).focus["created"] == "last tuesday"
+    with pytest.raises(InvalidEnvelope, match="created"):
+        parse_event(headers, key, value, full=True)
 
 
 def test_an_event_with_the_wrong_focus_or_no_key_is_refused() -> None:
