@@ -69,13 +69,13 @@ class TimedRunner(ConsumerRunner):
         self.marks: dict[str, tuple[float, float]] = {}
         self.changed = threading.Condition()
 
-    def process(self, record: Any) -> None:
+    def process_batch(self, records: list[Any]) -> None:
         received = time.perf_counter()
-        super().process(record)
+        super().process_batch(records)
         applied = time.perf_counter()
-        key = next((v.decode() for k, v in record.headers or [] if k == "ce_id"), "")
+        keys = [next((v.decode() for k, v in record.headers or [] if k == "ce_id"), "") for record in records]
         with self.changed:
-            self.marks[key] = (received, applied)
+            self.marks.update((key, (received, applied)) for key in keys)
             self.changed.notify_all()
 
     def wait(self, key: str, timeout: float = 10.0) -> tuple[float, float]:

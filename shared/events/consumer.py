@@ -1,20 +1,24 @@
 """The consumer runner: exactly-once effect on top of at-least-once delivery.
 
-For each record: parse the envelope (an invalid one goes straight to the DLQ), then in ONE
-store transaction mark its `ce_id` applied for this group and apply the handler's effect;
-a duplicate `ce_id` is skipped. Offsets are committed only after the effects are stored.
-A handler error is retried with backoff; after the last attempt the record goes to
-`<topic>.dlq` with the error and its origin, and the runner moves on.
+For each record: parse the envelope (an invalid one goes straight to the DLQ), then in the
+store transaction of its effect mark its `ce_id` applied for this group; a duplicate `ce_id` is
+skipped. The records of one poll share a transaction, each effect under its own savepoint.
+Offsets are committed only after the effects are stored (every `commit_every_s`, at once
+after a dead letter, and before a rebalance takes a partition away). A handler error is
+retried with backoff; after the last attempt the record goes to `<topic>.dlq` with the error
+and its origin, and the runner moves on.
 """
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import IllegalStateError
 from kafka.structs import OffsetAndMetadata
 
 from shared.events.catalogue import BY_TYPE, DLQ_SUFFIX
@@ -32,6 +36,30 @@ class PoisonMessage(Exception):
     """A handler's verdict that an event can never be applied as it is: no retry, straight to the DLQ."""
 
 
+# The event's content is at fault, not the moment: these go to the DLQ without a retry.
+CONTENT_ERRORS = (PoisonMessage, FhirError, ValueError, KeyError, TypeError)
+
+
+class _CommitOnRevoke(ConsumerRebalanceListener):
+    def __init__(self, runner: ConsumerRunner) -> None:
+        self.runner = runner
+
+    def on_partitions_revoked(self, revoked) -> None:
+        try:
+            self.runner.commit_revoked(set(revoked))
+        except Exception as exc:  # noqa: BLE001 - the group moved on already: the next owner skips what is applied
+            log.warning("commit on revoke failed", group=self.runner.config.group, error=type(exc).__name__)
+
+    def on_partitions_assigned(self, assigned) -> None:
+        pass
+
+
+@contextmanager
+def _savepoint_of(tx: Transaction) -> Iterator[Transaction]:
+    with tx.savepoint():
+        yield tx
+
+
 @dataclass
 class RunnerConfig:
     group: str
@@ -40,6 +68,9 @@ class RunnerConfig:
     max_attempts: int = 5
     backoff_ms: int = 200
     lag_every_s: float = 5.0
+    commit_every_s: float = 0.2
+    poll_ms: int = 200
+    full_validation: bool = False  # the fhir.resources model as well as the structural walk (see parse_event)
 
 
 class ConsumerRunner:
@@ -49,42 +80,56 @@ class ConsumerRunner:
         self.metrics = metrics or Metrics()
         self.applied = self.skipped = self.dead_lettered = 0
         self._lag_at = 0.0
+        self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._committed: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._committed_at = 0.0
+        self._dead_lettered_since_commit = False
+        # Same topics, now with a listener: what is applied is committed before a rebalance moves a partition.
+        consumer.subscribe(config.topics, listener=_CommitOnRevoke(self))
 
     # -- one record ----------------------------------------------------------------------
-    def apply(self, event: Event) -> bool:
-        """Apply once; False when this group had already applied the event."""
+    def apply(self, event: Event, tx: Transaction | None = None) -> bool:
+        """Apply once; False when this group had already applied the event.
+
+        In its own store transaction, or inside `tx` (a batch's) under a savepoint of its own.
+        """
         handler = self.config.handlers.get(event.type)
         if handler is None:
             return True  # no effect to apply, so nothing to remember: no store transaction at all
         token = current_trace.set(event.traceparent)
         try:
-            with self.store.transaction() as tx:
-                if not tx.mark_applied(self.config.group, event.id):
+            with self.store.transaction() if tx is None else _savepoint_of(tx) as effect_tx:
+                if not effect_tx.mark_applied(self.config.group, event.id):
                     return False
-                handler(tx, event)
+                handler(effect_tx, event)
             return True
         finally:
             current_trace.reset(token)
 
-    def process(self, record) -> None:
+    def prepare(self, record) -> Event | None:
+        """The record's event, or None when there is nothing to apply (a type this group ignores, or dead-lettered)."""
         ce_type = next((v for k, v in record.headers or [] if k == "ce_type"), b"").decode("utf-8", "replace")
         if ce_type in BY_TYPE and ce_type not in self.config.handlers:
-            return  # a valid type of the topic that this group does not act on: not even parsed
+            return None  # a valid type of the topic that this group does not act on: not even parsed
         try:
-            event = parse_event(record.headers, record.key, record.value)
+            return parse_event(record.headers, record.key, record.value, full=self.config.full_validation)
         except InvalidEnvelope as exc:
             self.dead_letter(record, f"invalid envelope: {exc}")
-            return
+            return None
+
+    def process(self, record) -> None:
+        """One record on its own: retried with backoff, dead-lettered when it cannot be applied."""
+        event = self.prepare(record)
+        if event is not None:
+            self.process_event(record, event)
+
+    def process_event(self, record, event: Event) -> None:
         last_error = ""
         for attempt in range(1, self.config.max_attempts + 1):
             try:
-                applied = self.apply(event)
-                self.applied += applied
-                self.skipped += not applied
-                self.metrics.inc("iop_events_consumed_total",
-                                 {"group": self.config.group, "result": "applied" if applied else "duplicate"})
+                self.count(self.apply(event))
                 return
-            except (PoisonMessage, FhirError, ValueError, KeyError, TypeError) as exc:
+            except CONTENT_ERRORS as exc:
                 # The event's content is at fault, not the moment: retrying cannot help.
                 self.dead_letter(record, f"{type(exc).__name__}: {exc}", event.id)
                 return
@@ -94,6 +139,42 @@ class ConsumerRunner:
                             error=type(exc).__name__)
                 time.sleep(self.config.backoff_ms / 1000 * 2 ** (attempt - 1))
         self.dead_letter(record, f"failed after {self.config.max_attempts} attempts: {last_error}", event.id)
+
+    def count(self, applied: bool) -> None:
+        self.applied += applied
+        self.skipped += not applied
+        self.metrics.inc("iop_events_consumed_total",
+                         {"group": self.config.group, "result": "applied" if applied else "duplicate"})
+
+    # -- the records of one poll -----------------------------------------------------------
+    def process_batch(self, records: list) -> None:
+        """The records of one poll, in order: their effects in as few store transactions as possible.
+
+        Each effect runs under its own savepoint of a shared transaction. The first that fails is undone
+        alone, the transaction commits the effects before it, and that record then takes the one-record
+        path (retries, DLQ) before the rest continue in a new transaction. Ordering per partition holds.
+        """
+        ready = [(record, event) for record in records if (event := self.prepare(record)) is not None]
+        while ready:
+            failed, results = None, []
+            try:
+                with self.store.transaction() as tx:
+                    for index, (_, event) in enumerate(ready):
+                        try:
+                            results.append(self.apply(event, tx))
+                        except Exception:  # noqa: BLE001 - undone by its savepoint; retried on its own below
+                            failed = index
+                            break
+            except Exception as exc:  # noqa: BLE001 - the commit itself failed: every effect is undone
+                log.warning("batch commit failed; applying one by one", group=self.config.group,
+                            error=type(exc).__name__)
+                failed, results = 0, []
+            for applied in results:
+                self.count(applied)
+            if failed is None:
+                return
+            self.process_event(*ready[failed])
+            ready = ready[failed + 1:]
 
     def dead_letter(self, record, reason: str, ce_id: str | None = None) -> None:
         headers = [(k, v) for k, v in (record.headers or []) if not k.startswith("dlq_")]
@@ -105,6 +186,7 @@ class ConsumerRunner:
         # Wait for the broker: the offset is committed right after, so this record must not be lost.
         self.producer.send(record.topic + DLQ_SUFFIX, key=record.key, value=record.value, headers=headers).get(30)
         self.dead_lettered += 1
+        self._dead_lettered_since_commit = True
         self.metrics.inc("iop_events_dead_lettered_total", {"group": self.config.group, "topic": record.topic})
         log.warning("event dead-lettered", ce_id=ce_id, topic=record.topic, partition=record.partition,
                     offset=record.offset, reason=reason[:300])
@@ -112,23 +194,53 @@ class ConsumerRunner:
     # -- the loop ------------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 200, stop: threading.Event | None = None) -> int:
         batches = self.consumer.poll(timeout_ms=timeout_ms)
-        done: dict[TopicPartition, OffsetAndMetadata] = {}
-        count = 0
+        records = [record for part in batches.values() for record in part]
+        if stop is not None and stop.is_set():
+            records = []  # fetched but not applied: never committed, so the group's next member gets them
         try:
-            for tp, records in batches.items():
-                for record in records:
-                    if stop is not None and stop.is_set() and count:
-                        return count
-                    self.process(record)
-                    done[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-                    count += 1
-        finally:
-            if done:
-                # Effects are stored (and deduplicated by ce_id), so the commit need not block the next record;
-                # a commit lost in a crash only means a redelivery that is skipped.
-                self.consumer.commit_async(done)
+            self.process_batch(records)
+        except BaseException:
+            # Not every record is settled (a DLQ send failed, the broker went away): fetch them all again.
+            # What was applied is skipped as a duplicate; nothing fetched is passed over.
+            for tp, part in batches.items():
+                with suppress(IllegalStateError):  # no longer ours: the next owner starts at its commit
+                    self.consumer.seek(tp, part[0].offset)
+            raise
+        for record in records:
+            self.processed[TopicPartition(record.topic, record.partition)] = OffsetAndMetadata(record.offset + 1,
+                                                                                               "", -1)
+        # A dead letter is not deduplicated like an effect: commit it now, so no redelivery sends it twice.
+        self.commit(force=self._dead_lettered_since_commit)
+        self._dead_lettered_since_commit = False
         self.record_lag()
-        return count
+        return len(records)
+
+    def commit_revoked(self, revoked: set[TopicPartition]) -> None:
+        pending = {tp: om for tp, om in self.processed.items() if tp in revoked and self._committed.get(tp) != om}
+        if pending:
+            self.consumer.commit(pending)
+        for tp in revoked:
+            self.processed.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def commit(self, force: bool) -> None:
+        """Commit the offsets of what is applied: at most every `commit_every_s`, or now when `force`d.
+
+        Effects are stored and deduplicated by ce_id, so a commit may lag behind them: a crash before it
+        only means redeliveries that are skipped. Batching commits spares the broker a request per poll.
+        """
+        assigned = self.consumer.assignment()
+        pending = {tp: om for tp, om in self.processed.items() if tp in assigned and self._committed.get(tp) != om}
+        if not pending:
+            return
+        if force:
+            self.consumer.commit(pending)
+        elif time.monotonic() - self._committed_at >= self.config.commit_every_s:
+            self.consumer.commit_async(pending)
+        else:
+            return
+        self._committed.update(pending)
+        self._committed_at = time.monotonic()
 
     def record_lag(self) -> None:
         if time.monotonic() - self._lag_at < self.config.lag_every_s:
@@ -152,13 +264,13 @@ class ConsumerRunner:
         try:
             while not stop.is_set():
                 try:
-                    self.poll_once(200, stop)
+                    self.poll_once(self.config.poll_ms, stop)
                 except Exception as exc:  # noqa: BLE001 - broker restart, rebalance: keep going
                     log.warning("consumer loop error", group=self.config.group, error=type(exc).__name__)
                     stop.wait(1.0)
         finally:
             try:
-                self.consumer.commit()  # what is applied is committed before the group is left
+                self.commit(force=True)  # what is applied is committed before the group is left
             except Exception:  # noqa: BLE001 - no assignment or broker gone: the dedupe covers a redelivery
                 pass
             self.consumer.close()  # leaves the group, so partitions move at once

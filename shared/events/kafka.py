@@ -18,7 +18,7 @@ def producer(servers: str, **overrides: object) -> KafkaProducer:
 def consumer(servers: str, group: str, topics: list[str], **overrides: object) -> KafkaConsumer:
     """Offsets are committed by the runner, only after each effect is stored."""
     config: dict = dict(bootstrap_servers=servers, group_id=group, enable_auto_commit=False,
-                        auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=100,
+                        auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=500,
                         session_timeout_ms=10000, heartbeat_interval_ms=1000, reconnect_backoff_max_ms=1000,
                         client_id=f"{group}-consumer", metadata_max_age_ms=30000)
     config.update(overrides)

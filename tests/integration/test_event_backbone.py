@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 from fhir.resources.R4B.bundle import Bundle
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from shared.events import kafka
+from shared.events.consumer import ConsumerRunner, RunnerConfig
 from shared.events.dlq import dead_letters
 from shared.events.envelope import build_event
 from shared.events.relay import OutboxRelay
@@ -178,6 +180,75 @@ def test_given_poison_messages_then_they_land_in_the_dlq_with_a_reason_and_a_rep
         stop.set()
         thread.join(30)
     assert len(effects(store, {held_id})) == 1
+
+
+class BatchRunner(ConsumerRunner):
+    """Notes the size of every poll batch it applies; its first DLQ sends can be made to fail."""
+
+    def __init__(self, *args, failing_dlq_sends: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.batches: list[int] = []
+        self.failing_dlq_sends = failing_dlq_sends
+
+    def process_batch(self, records: list) -> None:
+        self.batches.append(len(records))
+        super().process_batch(records)
+
+    def dead_letter(self, record, reason: str, ce_id: str | None = None) -> None:
+        if self.failing_dlq_sends:
+            self.failing_dlq_sends -= 1
+            raise KafkaTimeoutError("the DLQ send was not acknowledged")
+        super().dead_letter(record, reason, ce_id)
+
+
+@pytest.mark.parametrize("failing_dlq_sends", [0, 1], ids=["dlq-up", "first-dlq-send-fails"])
+def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_and_every_effect_lands_once(
+        outbox: SQLiteStore, broker: Broker, tmp_path: Path, failing_dlq_sends: int) -> None:
+    """A poison record, a transiently failing one, and (second case) a DLQ send that fails mid-batch:
+    the rest of that batch is fetched again, not passed over."""
+    store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
+    run = uuid.uuid4().hex[:6]
+    patients = [f"pt-batch-{run}-{n}" for n in range(4)]
+    blocked, flaky = patients[0], patients[1]
+    store._conn().execute("INSERT INTO blocked VALUES (?)", (blocked,))
+    ids = commit_events(outbox, range(200, 240), patients)  # 10 events per patient
+    wait_until(lambda: not outbox.unsent_events(1), 30, what="all 40 events on the topic before the consumer starts")
+
+    attempts: dict[str, int] = {}
+    effect = effect_consumer.make_handler(0)
+
+    def handler(tx, event) -> None:
+        attempts[event.id] = attempts.get(event.id, 0) + 1
+        if event.key == flaky and attempts[event.id] == 1:
+            raise RuntimeError("store busy")  # transient: its retry succeeds
+        effect(tx, event)
+
+    group = f"test-batch-{run}"
+    config = RunnerConfig(group, {"iop.careplan.created": handler}, [TOPIC], max_attempts=3, backoff_ms=10)
+    runner = BatchRunner(store, kafka.consumer(broker.bootstrap, group, [TOPIC]), kafka.producer(broker.bootstrap),
+                         config, failing_dlq_sends=failing_dlq_sends)
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        good = {ce_id for n, ce_id in zip(range(200, 240), ids, strict=True) if patients[n % 4] != blocked}
+        wait_until(lambda: len(effects(store, good)) >= 30, 60, what="the 30 good events applied")
+
+        def ours() -> list:  # the topic also holds earlier tests' poison records, which this new group reads too
+            return [d for d in dead_letters(broker.bootstrap, TOPIC)
+                    if d.header("dlq_consumer_group") == group and d.key.decode() in patients]
+
+        letters = wait_until(lambda: len(ours()) >= 10 and ours(), 30, what="the blocked patient's 10 dead letters")
+    finally:
+        stop.set()
+        thread.join(30)
+    rows = effects(store, set(ids))
+    assert len(rows) == 30 and {r[1] for r in rows} == good  # each good effect once, none of the blocked
+    assert_in_commit_order_per_patient(rows)
+    assert len(letters) == 10
+    assert {d.key.decode() for d in letters} == {blocked} and all("blocked" in d.header("dlq_error") for d in letters)
+    assert all(attempts[ce_id] == 2 for n, ce_id in zip(range(200, 240), ids, strict=True) if patients[n % 4] == flaky)
+    assert max(runner.batches) > 1  # the records of one poll were applied together
 
 
 def test_an_independent_kafka_client_reads_the_cloudevents_headers_and_a_fhir_bundle(
