@@ -70,6 +70,7 @@ class RunnerConfig:
     lag_every_s: float = 5.0
     commit_every_s: float = 0.2
     poll_ms: int = 200
+    linger_ms: int = 0  # after a poll that brought records, wait this long before the next fetch
     full_validation: bool = False  # the fhir.resources model as well as the structural walk (see parse_event)
 
 
@@ -82,7 +83,7 @@ class ConsumerRunner:
         self._lag_at = 0.0
         self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed: dict[TopicPartition, OffsetAndMetadata] = {}
-        self._committed_at = 0.0
+        self._committed_at = time.monotonic()
         self._dead_lettered_since_commit = False
         # Same topics, now with a listener: what is applied is committed before a rebalance moves a partition.
         consumer.subscribe(config.topics, listener=_CommitOnRevoke(self))
@@ -213,12 +214,16 @@ class ConsumerRunner:
         self.commit(force=self._dead_lettered_since_commit)
         self._dead_lettered_since_commit = False
         self.record_lag()
+        if records and self.config.linger_ms:
+            # Busy: let the next records gather in the broker, to be fetched together rather than one by one.
+            (stop.wait if stop is not None else time.sleep)(self.config.linger_ms / 1000)
         return len(records)
 
     def commit_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Called inside the consumer's network loop, where a blocking commit cannot run: sent before the rejoin."""
         pending = {tp: om for tp, om in self.processed.items() if tp in revoked and self._committed.get(tp) != om}
         if pending:
-            self.consumer.commit(pending)
+            self.consumer.commit_async(pending)
         for tp in revoked:
             self.processed.pop(tp, None)
             self._committed.pop(tp, None)

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,6 +250,40 @@ def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_a
     assert {d.key.decode() for d in letters} == {blocked} and all("blocked" in d.header("dlq_error") for d in letters)
     assert all(attempts[ce_id] == 2 for n, ce_id in zip(range(200, 240), ids, strict=True) if patients[n % 4] == flaky)
     assert max(runner.batches) > 1  # the records of one poll were applied together
+
+
+def test_given_a_second_member_joining_then_what_the_first_applied_is_committed_and_not_delivered_again(
+        outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
+    """Offsets are committed only every few hundred ms; a rebalance commits the rest before partitions move."""
+    run = uuid.uuid4().hex[:6]
+    ids = commit_events(outbox, range(300, 340), [f"pt-rebalance-{run}-{n}" for n in range(8)])
+    wait_until(lambda: not outbox.unsent_events(1), 30, what="all 40 events on the topic")
+    group = f"test-rebalance-{run}"
+    mine = set(ids)
+
+    def member(name: str) -> tuple[ConsumerRunner, threading.Event, threading.Thread, SQLiteStore]:
+        store = effect_consumer.effect_store(str(tmp_path / f"{name}.db"))
+        effect = effect_consumer.make_handler(0)
+        config = RunnerConfig(group, {"iop.careplan.created": effect}, [TOPIC], commit_every_s=3600)
+        runner = ConsumerRunner(store, kafka.consumer(broker.bootstrap, group, [TOPIC]),
+                                kafka.producer(broker.bootstrap), config)
+        stop = threading.Event()
+        thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
+        thread.start()
+        return runner, stop, thread, store
+
+    first = member("first")
+    second = None
+    try:
+        wait_until(lambda: len(effects(first[3], mine)) == 40, 60, what="the first member applying all 40")
+        second = member("second")  # the group rebalances; no periodic commit has happened (once an hour)
+        wait_until(lambda: second[0].consumer.assignment(), 60, what="the second member holding partitions")
+        time.sleep(2)  # time enough to fetch anything left uncommitted
+    finally:
+        for runner, stop, thread, _ in (m for m in (first, second) if m is not None):
+            stop.set()
+            thread.join(30)
+    assert effects(second[3], mine) == [] and second[0].skipped == 0
 
 
 def test_an_independent_kafka_client_reads_the_cloudevents_headers_and_a_fhir_bundle(
