@@ -11,6 +11,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 SERVICE_PORTS = {"intake": 8081, "careplan": 8082, "encounters": 8083, "aftercare": 8084}
+# How long a busy consumer lets records gather before its next fetch. Careplan and encounters answer a
+# partner's intake (plan, sessions) and fetch at once; EHR deliveries can wait a little to be fetched together.
+CONSUMER_LINGER_MS = {"aftercare": 20}
 
 
 def env_str(name: str, default: str) -> str:
@@ -44,6 +47,7 @@ class Settings:
     consumer_backoff_ms: int = field(default_factory=lambda: env_int("IOP_CONSUMER_BACKOFF_MS", 200))
     relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
     event_validation: str = field(default_factory=lambda: env_str("IOP_EVENT_VALIDATION", "structure"))
+    consumer_linger_ms: int = -1  # from IOP_<SERVICE>_LINGER_MS, defaults in CONSUMER_LINGER_MS
     schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 2))
     program_tz: str = field(default_factory=lambda: env_str("IOP_PROGRAM_TZ", "UTC"))
     delivery_backoff_base_s: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_BACKOFF_BASE_S", "2")))
@@ -65,6 +69,8 @@ class Settings:
         if not self.base_url:
             port = SERVICE_PORTS.get(self.service, 8080)
             self.base_url = env_str(prefix + "BASE_URL", f"http://127.0.0.1:{port}/fhir").rstrip("/")
+        if self.consumer_linger_ms < 0:
+            self.consumer_linger_ms = env_int(prefix + "LINGER_MS", CONSUMER_LINGER_MS.get(self.service, 0))
         if self.event_validation not in ("structure", "full"):
             raise ValueError(f"IOP_EVENT_VALIDATION must be 'structure' or 'full', not {self.event_validation!r}")
 

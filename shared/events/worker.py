@@ -82,7 +82,8 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
         consumer = _connect(lambda: kafka.consumer(s.kafka_bootstrap, spec.group, spec.topics), stop, "consumer")
         if consumer is not None:
             config = RunnerConfig(spec.group, spec.handlers, spec.topics, s.consumer_max_attempts,
-                                  s.consumer_backoff_ms, full_validation=s.event_validation == "full")
+                                  s.consumer_backoff_ms, full_validation=s.event_validation == "full",
+                                  linger_ms=s.consumer_linger_ms)
             ConsumerRunner(spec.store, consumer, producer, config).run(stop)
     stop.wait()
     for t in threads:

@@ -1,0 +1,29 @@
+"""Settings from IOP_* variables: defaults, per-service values, refusals."""
+from __future__ import annotations
+
+import pytest
+
+from shared.config import Settings
+
+
+def test_consumers_check_event_structure_by_default_and_a_full_check_can_be_asked_for(monkeypatch) -> None:
+    monkeypatch.delenv("IOP_EVENT_VALIDATION", raising=False)
+    assert Settings(service="careplan").event_validation == "structure"
+    monkeypatch.setenv("IOP_EVENT_VALIDATION", "full")
+    assert Settings(service="careplan").event_validation == "full"
+
+
+def test_an_unknown_event_validation_is_refused_by_name(monkeypatch) -> None:
+    monkeypatch.setenv("IOP_EVENT_VALIDATION", "strict")
+    with pytest.raises(ValueError, match="IOP_EVENT_VALIDATION"):
+        Settings(service="careplan")
+
+
+def test_only_aftercare_lingers_by_default_and_each_service_can_be_set(monkeypatch) -> None:
+    for service in ("careplan", "encounters", "aftercare"):
+        monkeypatch.delenv(f"IOP_{service.upper()}_LINGER_MS", raising=False)
+    assert [Settings(service=s).consumer_linger_ms for s in ("careplan", "encounters", "aftercare")] == [0, 0, 20]
+    monkeypatch.setenv("IOP_AFTERCARE_LINGER_MS", "0")
+    monkeypatch.setenv("IOP_ENCOUNTERS_LINGER_MS", "50")
+    assert Settings(service="aftercare").consumer_linger_ms == 0
+    assert Settings(service="encounters").consumer_linger_ms == 50
