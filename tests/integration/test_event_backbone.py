@@ -280,7 +280,7 @@ def test_given_a_second_member_joining_then_what_the_first_applied_is_committed_
         wait_until(lambda: second[0].consumer.assignment(), 60, what="the second member holding partitions")
         time.sleep(2)  # time enough to fetch anything left uncommitted
     finally:
-        for runner, stop, thread, _ in (m for m in (first, second) if m is not None):
+        for _, stop, thread, _ in (m for m in (first, second) if m is not None):
             stop.set()
             thread.join(30)
     assert effects(second[3], mine) == [] and second[0].skipped == 0
