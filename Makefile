@@ -8,7 +8,7 @@ KAFKA_JARS := var/kafka/lib/.resolved
 # Start our own broker unless KAFKA_BOOTSTRAP_SERVERS names an existing one.
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
 
-.PHONY: help setup run stop status test test-unit kafka-up kafka-down topics bench lint demo clean
+.PHONY: help setup run stop status test test-unit kafka-up kafka-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ test-unit: setup ## Only the fast unit tests
 
 bench: setup ## Run the benchmarks in bench/ and print their figures
 	$(PY) -m bench.run
+
+profile: setup ## Sample every service process with py-spy under a steady intake load (RATE=30 DURATION=20)
+	@$(VENV)/bin/py-spy --version >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check -e '.[profile]'
+	$(PY) -m bench.profile --rate $(or $(RATE),30) --seconds $(or $(DURATION),20)
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check shared services tests bench

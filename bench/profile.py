@@ -1,0 +1,113 @@
+"""Where the CPU goes: the whole suite under a steady intake load, each Python process sampled by py-spy.
+
+    python -m bench.profile                   30 intakes/s for 20 s
+    python -m bench.profile --rate 50 --seconds 30
+
+Starts its own broker and services (the ports of `make bench`, so not while it runs), warms them up,
+then records every service process with `py-spy record` while the load runs. Prints the CPU each
+process spent per intake (from /proc, so the sampler's own cost is not in it) and, per process, the
+functions most often on the stack. Raw stacks (one line per stack, for flame graph tools) are kept in
+var/bench/profiles/. py-spy comes with the `profile` extra: `make profile` installs it.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from bench.harness import VAR, Broker, Suite, base_url, partner_bearer, settle, stop_leftovers
+from bench.load import IntakeLoad, bodies
+from bench.measure import children, cpu_s
+
+OUT = VAR / "profiles"
+# A sample whose innermost frame is one of these is a thread waiting, not working.
+IDLE_LEAF = re.compile(r"^(select|poll|wait|_wait_for_tstate_lock|sleep|acquire|accept|_recv_into|recv_into|"
+                       r"readinto|epoll|_poll|get) ")
+
+
+def processes(suite: Suite, broker: Broker) -> tuple[dict[str, int], int | None]:
+    """Python processes to sample (gunicorn workers, not their master; each worker process), and the broker."""
+    pids: dict[str, int] = {}
+    for name, proc in suite.procs.items():
+        if name.endswith("-web"):
+            for n, child in enumerate(sorted(children(proc.pid))):
+                pids[f"{name}-{n}"] = child
+        else:
+            pids[name] = proc.pid
+    return pids, broker.pid
+
+
+def top_functions(raw: Path, count: int) -> tuple[int, list[tuple[float, str]]]:
+    """Busy samples, and the functions most often on their stacks (inclusive share)."""
+    inclusive: Counter[str] = Counter()
+    busy = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        frames = stack.split(";")
+        if not n.isdigit() or IDLE_LEAF.match(frames[-1]):
+            continue
+        busy += int(n)
+        for name in {re.sub(r" \(.*site-packages/", " (", re.sub(r":\d+\)$", ")", f)) for f in frames}:
+            inclusive[name] += int(n)
+    skip = ("<module>", "_run_", "Thread._bootstrap", "Thread.run", "run_worker", "main (")
+    ranked = [(100 * v / busy, k) for k, v in inclusive.most_common() if not k.startswith(skip)] if busy else []
+    return busy, ranked[:count]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=int, default=30, help="intakes per second (default 30)")
+    parser.add_argument("--seconds", type=int, default=20, help="length of the sampled load (default 20)")
+    parser.add_argument("--top", type=int, default=12, help="functions listed per process (default 12)")
+    args = parser.parse_args(argv)
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed: make profile (or .venv/bin/pip install -e '.[profile]')", file=sys.stderr)
+        return 2
+    stop_leftovers()
+    broker, suite = Broker(), Suite({s: (2, 4) for s in ("intake", "careplan", "encounters", "aftercare")})
+    OUT.mkdir(parents=True, exist_ok=True)
+    try:
+        broker.start()
+        suite.start()
+        load = IntakeLoad(base_url("intake"), partner_bearer(), clients=16)
+        load.run(args.rate, bodies(args.rate * 5))  # warm-up: connections, caches, the broker's JIT
+        settle(30)
+        pids, broker_pid = processes(suite, broker)
+        spies = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(args.seconds + 2), "-r", "100",
+                                   "-f", "raw", "-o", str(OUT / f"{name}.txt"), "--nonblocking"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
+        measured = {**pids, "broker (JVM)": broker_pid} if broker_pid else dict(pids)
+        before = {name: cpu_s(pid) for name, pid in measured.items()}
+        subs = load.run(args.rate, bodies(args.rate * args.seconds))
+        settle(30)
+        spent = {name: cpu_s(pid) - before[name] for name, pid in measured.items()}
+        for s in spies:
+            s.wait(60)
+    finally:
+        suite.stop()
+        broker.stop()
+    accepted = sum(s.accepted for s in subs)
+    print(f"\n{accepted} of {len(subs)} intakes accepted at {args.rate}/s; CPU per intake (all threads, from /proc):")
+    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:24s} {1000 * seconds / max(accepted, 1):6.1f} ms")
+    print(f"  {'in all':24s} {1000 * sum(spent.values()) / max(accepted, 1):6.1f} ms")
+    for name in pids:
+        raw = OUT / f"{name}.txt"
+        if not raw.exists():
+            continue
+        busy, ranked = top_functions(raw, args.top)
+        print(f"\n{name}: {busy} busy samples; share of them with the function on the stack")
+        for share, function in ranked:
+            print(f"  {share:5.1f}%  {function[:110]}")
+    print(f"\nraw stacks in {OUT}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
