@@ -25,6 +25,7 @@ from shared.events.catalogue import CAREPLAN
 
 CREATED = "iop.careplan.created"
 HTTP_P99_LIMIT_MS = 100.0
+P1_P50_MS, P1_P99_MS = 30.0, 150.0  # P1's targets, also read off each sustained P2 step
 
 
 def warm_up(load: IntakeLoad, watcher: TopicWatcher, count: int = 4) -> None:
@@ -106,7 +107,10 @@ def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: B
                  "cpu_at_rate_per_s": (passing or steps)[-1]["rate_per_s"] if steps else None}
     footprint["peak_total_mib"] = round(sum(footprint["peak_mib"].values()), 1)
     footprint["idle_total_mib"] = round(sum(footprint["idle_mib"].values()), 1)
+    within_p1 = [s["rate_per_s"] for s in passing if (s["propagation_ms"].get("p50") or float("inf")) <= P1_P50_MS
+                 and (s["propagation_ms"].get("p99") or float("inf")) <= P1_P99_MS]
     return {"steps": steps, "highest_passing_rate": max((s["rate_per_s"] for s in passing), default=0),
+            "highest_rate_within_p1_targets": max(within_p1, default=0),
             "next_failing": None if failing is None else {"rate_per_s": failing["rate_per_s"],
                                                           "reason": failing["reason"]},
             "footprint": footprint}

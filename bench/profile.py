@@ -16,7 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from bench.measure import children, cpu_s
 
 OUT = VAR / "profiles"
 # A sample whose innermost frame is one of these is a thread waiting, not working.
-IDLE_LEAF = re.compile(r"^(select|poll|wait|_wait_for_tstate_lock|sleep|acquire|accept|_recv_into|recv_into|"
-                       r"readinto|epoll|_poll|get) ")
+IDLE_LEAF = re.compile(r"^(?:[\w<>]+\.)*(select|poll|wait|_wait_for_tstate_lock|sleep|acquire|accept|recv_into|"
+                       r"readinto|sock_recv|_recv) \(")
+QUIET = 50  # fewer busy samples than this: the process was (nearly) idle
 
 
 def processes(suite: Suite, broker: Broker) -> tuple[dict[str, int], int | None]:
@@ -54,7 +54,8 @@ def top_functions(raw: Path, count: int) -> tuple[int, list[tuple[float, str]]]:
         busy += int(n)
         for name in {re.sub(r" \(.*site-packages/", " (", re.sub(r":\d+\)$", ")", f)) for f in frames}:
             inclusive[name] += int(n)
-    skip = ("<module>", "_run_", "Thread._bootstrap", "Thread.run", "run_worker", "main (")
+    skip = ("<module>", "_run_", "Thread._bootstrap", "Thread.run", "run_worker", "main (", "_worker (", "_WorkItem.",
+            "ThreadWorker.", "Flask.", "ConsumerRunner.run ", "ConsumerRunner.poll_once ")  # frames every sample has
     ranked = [(100 * v / busy, k) for k, v in inclusive.most_common() if not k.startswith(skip)] if busy else []
     return busy, ranked[:count]
 
@@ -95,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     accepted = sum(s.accepted for s in subs)
     print(f"\n{accepted} of {len(subs)} intakes accepted at {args.rate}/s; CPU per intake (all threads, from /proc):")
     for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        if seconds < 0.01:
+            continue  # an idle web process of a service the load does not call
         print(f"  {name:24s} {1000 * seconds / max(accepted, 1):6.1f} ms")
     print(f"  {'in all':24s} {1000 * sum(spent.values()) / max(accepted, 1):6.1f} ms")
     for name in pids:
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         if not raw.exists():
             continue
         busy, ranked = top_functions(raw, args.top)
+        if busy < QUIET:
+            print(f"\n{name}: idle ({busy} busy samples)")
+            continue
         print(f"\n{name}: {busy} busy samples; share of them with the function on the stack")
         for share, function in ranked:
             print(f"  {share:5.1f}%  {function[:110]}")

@@ -41,7 +41,7 @@ class Plan:
     p1_rate: int = 50
     p1_seconds: float = 20
     p3_revisions: int = 100
-    p2_rates: tuple[int, ...] = (10, 15, 20, 30, 50, 100, 150, 200, 300)
+    p2_rates: tuple[int, ...] = (10, 20, 30, 40, 50, 75, 100, 150, 200, 300)
     p2_seconds: float = 15
     p2_drain_s: float = 10
 
