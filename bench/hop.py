@@ -150,7 +150,7 @@ def run(servers: str, samples: int, bulk: int) -> dict[str, Any]:
         old.unlink()
     latency = hop_latency(servers, samples, str(folder))
     return {**latency, "throughput": consumer_throughput(servers, bulk, str(folder / "bulk.db")),
-            "parse_event_us": parse_cost_us()}
+            "parse_event_us": parse_cost_us(full=False), "parse_event_full_us": parse_cost_us(full=True)}
 
 
 def hop_latency(servers: str, samples: int, folder: str) -> dict[str, Any]:
@@ -206,13 +206,13 @@ def consumer_throughput(servers: str, count: int, db: str) -> dict[str, Any]:
             "applied": runner.applied, "duplicates_skipped": runner.skipped, "dead_lettered": runner.dead_lettered}
 
 
-def parse_cost_us(repeat: int = 300) -> float:
-    """What parse_event (CloudEvents headers, Bundle shape, FHIR validation) costs per record."""
+def parse_cost_us(full: bool, repeat: int = 300) -> float:
+    """What parse_event (CloudEvents headers, Bundle shape, FHIR check: structural or `full`) costs per record."""
     event = careplan_event(1)
     headers, key, value = [(k, v.encode()) for k, v in event.headers], event.key.encode(), event.value.encode()
     for _ in range(20):
-        parse_event(headers, key, value)
+        parse_event(headers, key, value, full=full)
     started = time.perf_counter()
     for _ in range(repeat):
-        parse_event(headers, key, value)
+        parse_event(headers, key, value, full=full)
     return round((time.perf_counter() - started) / repeat * 1e6, 1)

@@ -100,7 +100,8 @@ def _hop(r: dict) -> list[tuple[str, str]]:
             ("  raw kafka-python send -> consumer (same run)", fmt(r["raw_ms"])),
             ("  one ConsumerRunner, trivial effect", f"{t['events_per_s']:.0f} events/s ({t['events']} events, "
                                                      f"{t['dead_lettered']} dead-lettered)"),
-            ("  parse_event per record", f"{r['parse_event_us']:.0f} µs")]
+            ("  parse_event per record", f"{r['parse_event_us']:.0f} µs structural (the default), "
+                                         f"{r.get('parse_event_full_us', 0):.0f} µs with IOP_EVENT_VALIDATION=full")]
 
 
 def _p1(r: dict) -> list[tuple[str, str]]:
