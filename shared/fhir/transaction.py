@@ -3,7 +3,7 @@
 A transaction is all or nothing: one store transaction, `urn:uuid:` references between
 entries resolved to the ids the server assigns, conditional creates (`ifNoneExist`) and
 conditional references (`Patient?identifier=...`) resolved against what is stored.
-A batch answers each entry on its own.
+A batch answers each entry on its own, each under a savepoint of the one store transaction.
 """
 from __future__ import annotations
 
@@ -169,14 +169,16 @@ class BundleProcessor:
         return [results[i] for i in range(len(entries))]
 
     def batch_entry(self, tx: Transaction, entry: dict, i: int) -> dict:
+        """One entry of a batch, under a savepoint: a refused entry leaves nothing of itself behind."""
         try:
-            entry = dict(entry, _id=str(uuid.uuid4()))
-            if entry.get("request", {}).get("ifNoneExist") and entry["request"].get("method") == "POST":
-                found = self.api.find(entry["resource"]["resourceType"], entry["request"]["ifNoneExist"])
-                if found:
-                    return {"response": _entry_response(Response(200, stored=found[0]))}
-            resp = self.execute(tx, entry)
-            return {"response": _entry_response(resp), **({"resource": resp.body} if resp.body else {})}
+            with tx.savepoint():
+                entry = dict(entry, _id=str(uuid.uuid4()))
+                if entry.get("request", {}).get("ifNoneExist") and entry["request"].get("method") == "POST":
+                    found = self.api.find(entry["resource"]["resourceType"], entry["request"]["ifNoneExist"])
+                    if found:
+                        return {"response": _entry_response(Response(200, stored=found[0]))}
+                resp = self.execute(tx, entry)
+                return {"response": _entry_response(resp), **({"resource": resp.body} if resp.body else {})}
         except FhirError as exc:
             return _refusal(exc)
 
