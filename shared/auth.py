@@ -4,7 +4,8 @@ Tokens are verified with PyJWT: RS256/ES256 against a JWKS (file or URL, IOP_AUT
 HS256 with a shared secret for development (IOP_AUTH_HS256_SECRET, else a random secret kept
 under var/auth/ that `iop token` reads too). Issuer, audience and expiry are always checked.
 SMART v2 scopes (`system/CarePlan.rs`, `user/*.cruds`) and v1 (`.read`, `.write`, `.*`) are
-understood. A `partner` claim confines a referral partner to its own submissions.
+understood. A `partner` claim confines a referral partner to its own submissions; an
+`organization` claim binds the EHR Subscriptions a client writes to its own organisation.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class Principal:
     client_id: str | None = None
     partner: str | None = None
     grants: dict[str, str] = field(default_factory=dict)  # resource type or "*" -> permission letters
+    organization: str | None = None  # the client's own organisation: "Organization/x" or "system|value"
 
     def may(self, rtype: str, permission: str) -> bool:
         held = self.grants.get(rtype, "") + self.grants.get("*", "")
@@ -130,12 +132,15 @@ class TokenVerifier:
             raise unauthorized(f"the token is not valid: {type(exc).__name__}") from None
         except jwt.exceptions.PyJWKClientError:
             raise unauthorized("the token's signing key could not be found") from None
+        organization = claims.get("organization")
         return Principal(claims["sub"], claims.get("client_id") or claims.get("azp"), claims.get("partner"),
-                         parse_scopes(claims.get("scope") or claims.get("scp") or ""))
+                         parse_scopes(claims.get("scope") or claims.get("scp") or ""),
+                         organization if isinstance(organization, str) and organization else None)
 
 
 def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "iop-suite", subject: str = "dev",
-         partner: str | None = None, ttl_s: int = 3600, client_id: str | None = None) -> str:
+         partner: str | None = None, ttl_s: int = 3600, client_id: str | None = None,
+         organization: str | None = None) -> str:
     """A development HS256 token (for `iop token` and tests)."""
     now = int(time.time())
     claims: dict[str, Any] = {"iss": issuer, "aud": audience, "sub": subject, "iat": now, "exp": now + ttl_s,
@@ -144,4 +149,6 @@ def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "i
         claims["partner"] = partner
     if client_id:
         claims["client_id"] = client_id
+    if organization:
+        claims["organization"] = organization
     return jwt.encode(claims, secret, algorithm="HS256")

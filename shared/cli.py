@@ -79,7 +79,8 @@ def token(args: argparse.Namespace) -> int:
     """Mint a development token with the secret the local services use (never for production)."""
     settings = Settings("cli")
     secret = settings.auth_hs256_secret or dev_secret(settings.var_dir)
-    print(mint(secret, args.scope, settings.auth_issuer, settings.auth_audience, args.sub, args.partner, args.ttl))
+    print(mint(secret, args.scope, settings.auth_issuer, settings.auth_audience, args.sub, args.partner, args.ttl,
+               organization=args.organization))
     return 0
 
 
@@ -113,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--scope", default="system/*.cruds", help="SMART scopes, space separated")
     tok.add_argument("--sub", default="dev", help="the subject (who is calling)")
     tok.add_argument("--partner", help="confine the token to one referral partner's submissions")
+    tok.add_argument("--organization", help="the client's organisation (Organization/x or system|value): its "
+                     "Subscriptions may name no other recipient")
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     tok.set_defaults(func=token)
     sub.add_parser("status", help="services, broker, consumer lag, DLQ sizes, EHR subscriptions in error"

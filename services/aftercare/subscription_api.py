@@ -7,7 +7,14 @@ from typing import Any
 
 from services.aftercare import notifications
 from services.aftercare.delivery import counter_key, secret_key
-from services.aftercare.subscriptions import HMAC_SECRET, parse_subscription, topic_list_parameters
+from services.aftercare.subscriptions import (
+    HMAC_SECRET,
+    RECIPIENT,
+    parse_subscription,
+    recipient_of,
+    topic_list_parameters,
+)
+from shared.auth import current_principal
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
 from shared.fhir.store import Stored, Transaction
@@ -19,6 +26,7 @@ NUMBERED = ("queued", "delivered", "blocked-consent")
 
 def check_subscription(tx: Transaction, sub: dict, previous: Stored | None) -> None:
     """Refuse what the IG would not accept; keep the HMAC secret out of the stored resource."""
+    bind_recipient(sub, previous)
     spec = parse_subscription(sub)
     if isinstance(spec, list):
         raise FhirError(422, spec)
@@ -31,6 +39,29 @@ def check_subscription(tx: Transaction, sub: dict, previous: Stored | None) -> N
     _pending_secret.set(secret)
     if previous is None:
         sub["status"] = "requested"  # active only once the endpoint answers the handshake
+
+
+def bind_recipient(sub: dict, previous: Stored | None) -> None:
+    """A client whose token names its organisation subscribes for that organisation only.
+
+    The recipient is who the Part 2 consent gate checks: a client must not name another organisation
+    that a patient consented to, nor take over its Subscription. Without a recipient, the caller's
+    organisation is filled in. Clients without the claim (operators registering an EHR) name it themselves.
+    """
+    principal = current_principal.get()
+    own = principal.organization if principal is not None else None
+    if own is None:
+        return
+    if previous is not None and recipient_of(previous.resource) not in (None, own):
+        raise FhirError.single(403, "this Subscription belongs to another organisation", code="forbidden")
+    named = recipient_of(sub)
+    if named is None:
+        value = ({"identifier": dict(zip(("system", "value"), own.split("|", 1), strict=True))} if "|" in own
+                 else {"reference": own})
+        sub.setdefault("extension", []).append({"url": RECIPIENT, "valueReference": value})
+    elif named != own:
+        raise FhirError.single(403, f"a client may subscribe for its own organisation ({own}) only, not {named}",
+                               code="forbidden", expression="Subscription.extension")
 
 
 def after_subscription(tx: Transaction, stored: Stored, previous: Stored | None) -> None:

@@ -73,7 +73,7 @@ class SubscriptionSpec:
     max_count: int | None = None
     secret: str | None = None
     mode: str = "notification"
-    recipient: str | None = None  # "Organization/x" or "system|value"; the API binds it to the authenticated client
+    recipient: str | None = None  # "Organization/x" or "system|value"; bound to the client's `organization` claim
     end: datetime | None = None
     patient_identifier_system: str | None = None  # which Patient.identifier names the patient on the EHR
 
@@ -232,6 +232,11 @@ def _parse_mode(channel: dict, content: str, issues: list[Issue]) -> str:
         issues.append(Issue("delivery mode must be notification, or write-back with full-resource content",
                             expression="Subscription.channel.extension"))
     return mode
+
+
+def recipient_of(sub: dict) -> str | None:
+    """The organisation a Subscription delivers for: "Organization/x", or "system|value" for an identifier."""
+    return _parse_recipient(sub)
 
 
 def _parse_recipient(sub: dict) -> str | None:

@@ -6,7 +6,9 @@ import uuid
 import jwt
 import requests
 
+from services.aftercare.samples import subscription
 from services.intake.samples import created_id, partner_submission
+from shared.auth import mint
 from tests.e2e.test_journey import JSON
 from tests.support.auth import TEST_SECRET, http, session, token
 from tests.support.events import EventWatcher
@@ -95,3 +97,39 @@ def test_no_log_line_carries_the_patients_name_birth_date_identifier_or_answers(
     assert patient in logs  # ids are logged ...
     for secret in (name, "Zebulon", identifier, "1977-07-17", goals_text, TEST_SECRET, token()):
         assert secret not in logs, "a log line carries PHI or a secret"
+
+
+def test_a_client_naming_its_organisation_subscribes_for_it_and_no_other(suite) -> None:
+    """The recipient is whom the Part 2 consent gate checks; a token's `organization` claim binds it."""
+    aftercare = base_url("aftercare")
+    ehr = requests.Session()
+    ehr.headers["Authorization"] = "Bearer " + mint(TEST_SECRET, "system/Subscription.cruds", subject="ehr-a",
+                                                    organization="Organization/hospital-a")
+    patient = f"pt-{uuid.uuid4().hex[:8]}"
+    endpoint = "http://127.0.0.1:9/notifications"  # never reached: the subscriptions are deleted below
+    created = []
+    try:
+        posing = ehr.post(f"{aftercare}/Subscription", headers=JSON, timeout=10,
+                          json=subscription("careplan-revised", patient, endpoint, "Organization/hospital-b"))
+        assert posing.status_code == 403, posing.text
+        assert "Organization/hospital-a" in posing.json()["issue"][0]["diagnostics"]
+
+        unnamed = subscription("careplan-revised", patient, endpoint, "Organization/x")
+        unnamed["extension"] = []
+        del unnamed["extension"]
+        own = ehr.post(f"{aftercare}/Subscription", json=unnamed, headers=JSON, timeout=10)
+        assert own.status_code == 201, own.text
+        created.append(own.json()["id"])
+        recipient = [e for e in own.json()["extension"] if e["url"].endswith("/subscription-recipient")]
+        assert recipient[0]["valueReference"] == {"reference": "Organization/hospital-a"}  # filled in
+
+        theirs = http.post(f"{aftercare}/Subscription", headers=JSON, timeout=10,  # an operator, for hospital B
+                           json=subscription("careplan-revised", patient, endpoint, "Organization/hospital-b"))
+        assert theirs.status_code == 201, theirs.text
+        created.append(theirs.json()["id"])
+        takeover = dict(theirs.json(), extension=recipient)
+        resp = ehr.put(f"{aftercare}/Subscription/{takeover['id']}", json=takeover, headers=JSON, timeout=10)
+        assert resp.status_code == 403 and "another organisation" in resp.json()["issue"][0]["diagnostics"]
+    finally:
+        for sid in created:
+            http.delete(f"{aftercare}/Subscription/{sid}", timeout=10)
