@@ -241,11 +241,18 @@ class ConsumerRunner:
         if force:
             self.consumer.commit(pending)
         elif time.monotonic() - self._committed_at >= self.config.commit_every_s:
-            self.consumer.commit_async(pending)
+            self.consumer.commit_async(pending, callback=self._commit_done)
         else:
             return
         self._committed.update(pending)
         self._committed_at = time.monotonic()
+
+    def _commit_done(self, offsets: dict[TopicPartition, OffsetAndMetadata], response: object) -> None:
+        """An async commit that failed (a rebalance under way, the broker gone) is offered again next time."""
+        if isinstance(response, Exception):
+            for tp, om in offsets.items():
+                if self._committed.get(tp) == om:
+                    self._committed.pop(tp, None)
 
     def record_lag(self) -> None:
         if time.monotonic() - self._lag_at < self.config.lag_every_s:
