@@ -61,7 +61,9 @@ def bundle_needs(bundle: dict) -> list[tuple[str, str]]:
 def authorize(principal: Principal, pairs: list[tuple[str, str]]) -> None:
     for rtype, permission in pairs:
         if not principal.may(rtype, permission):
-            raise forbidden(f"the token's scopes do not allow '{permission}' on {rtype}")
+            hint = (" (patient/ scopes are not accepted: this suite serves system and user clients, and confines"
+                    " no client to one patient's compartment)") if principal.patient_scopes else ""
+            raise forbidden(f"the token's scopes do not allow '{permission}' on {rtype}{hint}")
 
 
 def install(app: Flask, settings: Settings, api: FhirApi) -> None:

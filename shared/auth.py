@@ -4,8 +4,9 @@ Tokens are verified with PyJWT: RS256/ES256 against a JWKS (file or URL, IOP_AUT
 HS256 with a shared secret for development (IOP_AUTH_HS256_SECRET, else a random secret kept
 under var/auth/ that `iop token` reads too). Issuer, audience and expiry are always checked.
 SMART v2 scopes (`system/CarePlan.rs`, `user/*.cruds`) and v1 (`.read`, `.write`, `.*`) are
-understood. A `partner` claim confines a referral partner to its own submissions; an
-`organization` claim binds the EHR Subscriptions a client writes to its own organisation.
+understood; `patient/` scopes grant nothing (no patient compartment is enforced). A `partner`
+claim confines a referral partner to its own submissions; an `organization` claim binds the EHR
+Subscriptions a client writes to its own organisation.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Principal:
     partner: str | None = None
     grants: dict[str, str] = field(default_factory=dict)  # resource type or "*" -> permission letters
     organization: str | None = None  # the client's own organisation: "Organization/x" or "system|value"
+    patient_scopes: bool = False  # the token asked for patient/ scopes, which grant nothing here
 
     def may(self, rtype: str, permission: str) -> bool:
         held = self.grants.get(rtype, "") + self.grants.get("*", "")
@@ -51,14 +53,23 @@ current_principal: ContextVar[Principal | None] = ContextVar("current_principal"
 
 
 def parse_scopes(scope: str | list[str]) -> dict[str, str]:
+    """Permission letters by resource type, from `system/` and `user/` scopes.
+
+    `patient/` scopes grant nothing: they would confine a client to one patient's compartment (from a
+    launch context), which this suite does not enforce, so it refuses them rather than read them as wider.
+    """
     grants: dict[str, str] = {}
     for item in scope.split() if isinstance(scope, str) else scope:
         found = SCOPE.match(item)
-        if not found:
+        if not found or found.group(1) == "patient":
             continue  # openid, launch, offline_access ... say nothing about FHIR data
         _, rtype, perm = found.groups()
         grants[rtype] = grants.get(rtype, "") + V1.get(perm, perm)
     return grants
+
+
+def has_patient_scopes(scope: str | list[str]) -> bool:
+    return any(item.startswith("patient/") for item in (scope.split() if isinstance(scope, str) else scope))
 
 
 def dev_secret_path(var_dir: Path) -> Path:
@@ -132,10 +143,10 @@ class TokenVerifier:
             raise unauthorized(f"the token is not valid: {type(exc).__name__}") from None
         except jwt.exceptions.PyJWKClientError:
             raise unauthorized("the token's signing key could not be found") from None
-        organization = claims.get("organization")
+        organization, scope = claims.get("organization"), claims.get("scope") or claims.get("scp") or ""
         return Principal(claims["sub"], claims.get("client_id") or claims.get("azp"), claims.get("partner"),
-                         parse_scopes(claims.get("scope") or claims.get("scp") or ""),
-                         organization if isinstance(organization, str) and organization else None)
+                         parse_scopes(scope), organization if isinstance(organization, str) and organization else None,
+                         has_patient_scopes(scope))
 
 
 def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "iop-suite", subject: str = "dev",

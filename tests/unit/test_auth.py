@@ -23,7 +23,8 @@ def claims(**over) -> dict:
 @pytest.mark.parametrize("scope, rtype, allowed, refused", [
     ("system/CarePlan.rs", "CarePlan", "rs", "cud"),
     ("user/*.cruds", "Encounter", "cruds", ""),
-    ("patient/Goal.read", "Goal", "rs", "cud"),
+    ("patient/Goal.read", "Goal", "", "cruds"),  # no patient compartment is enforced: patient/ grants nothing
+    ("patient/*.cruds user/Goal.rs", "Goal", "rs", "cud"),
     ("system/Encounter.write", "Encounter", "cud", "rs"),
     ("system/*.*", "Consent", "cruds", ""),
     ("openid launch system/Patient.r", "Patient", "r", "cuds"),
@@ -33,6 +34,13 @@ def test_smart_scopes_grant_exactly_their_interactions(scope: str, rtype: str, a
     assert all(principal.may(rtype, p) for p in allowed)
     assert not any(principal.may(rtype, p) for p in refused)
     assert not principal.may("Flag", "r") or "*" in scope
+
+
+def test_a_token_with_patient_scopes_is_marked_so_its_refusal_can_say_why() -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    principal = verifier.verify(f"Bearer {mint(SECRET, 'launch/patient patient/*.read')}")
+    assert principal.patient_scopes and principal.grants == {}
+    assert not verifier.verify(f"Bearer {mint(SECRET, 'system/*.read')}").patient_scopes
 
 
 def test_an_hs256_token_is_verified_with_issuer_audience_and_expiry() -> None:
