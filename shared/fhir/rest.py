@@ -103,7 +103,8 @@ class FhirEndpoints:
         ident = bundle.get("identifier") or {}
         key = request.headers.get("Idempotency-Key") or (
             f"{ident.get('system', '')}|{ident['value']}" if ident.get("value") else None)
-        return self.idempotent("bundle", key, lambda tx: Response(200, self.bundles.process(tx, bundle)))
+        refused = self.bundles.check(bundle)  # before the write lock: validation needs no store
+        return self.idempotent("bundle", key, lambda tx: Response(200, self.bundles.process(tx, bundle, refused)))
 
     def type_level(self, rtype: str) -> FlaskResponse:
         if rtype.startswith("$"):

@@ -92,19 +92,32 @@ class BundleProcessor:
     def __init__(self, api: FhirApi) -> None:
         self.api = api
 
-    def process(self, tx: Transaction, bundle: dict[str, Any]) -> dict[str, Any]:
+    def check(self, bundle: dict[str, Any]) -> dict[int, FhirError]:
+        """Validate a Bundle before any store transaction is open (it needs none, and holds no lock).
+
+        Raises FhirError for a Bundle refused whole; returns the entries a batch refuses on their own.
+        """
         kind = bundle.get("type")
         if kind not in ("transaction", "batch"):
             raise FhirError.single(422, "the service base accepts Bundles of type transaction or batch",
                                    code="invalid", expression="Bundle.type")
-        entries = bundle.get("entry", [])
         if kind == "transaction":
             validate_bundle_entries(bundle)
+            return {}
+        # A batch answers each entry on its own: an invalid entry fails alone, the Bundle around it must not.
+        refused = bundle_entry_errors(bundle)
+        validate_bundle_entries(_without_entries(bundle, set(refused)))
+        return refused
+
+    def process(self, tx: Transaction, bundle: dict[str, Any],
+                refused: dict[int, FhirError] | None = None) -> dict[str, Any]:
+        """Execute a Bundle; `refused` is what `check` returned for it (checked here when not given)."""
+        if refused is None:
+            refused = self.check(bundle)
+        kind, entries = bundle["type"], bundle.get("entry", [])
+        if kind == "transaction":
             results = self.transaction(tx, entries)
         else:
-            # A batch answers each entry on its own: an invalid entry fails alone, the Bundle around it must not.
-            refused = bundle_entry_errors(bundle)
-            validate_bundle_entries(_without_entries(bundle, set(refused)))
             results = [_refusal(refused[i]) if i in refused else self.batch_entry(tx, e, i)
                        for i, e in enumerate(entries)]
         response = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": f"{kind}-response",
