@@ -1,11 +1,13 @@
 """Steps 2 and 3 of care: the sessions a plan schedules, and what happened at each.
 
-Plan events generate and reconcile the planned Encounters for the coming weeks; every status
-change of an Encounter (REST or generated) is checked against the session workflow and
-announced on iop.encounter.events in the same transaction.
+Plan events generate and reconcile the planned Encounters for the coming weeks, and a clock-driven
+job rolls each active plan's window forward as days pass (a graduated plan's planned sessions are
+cancelled). Every status change of an Encounter (REST or generated) is checked against the session
+workflow and announced on iop.encounter.events in the same transaction.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,6 +29,7 @@ from shared.logs import get_logger
 log = get_logger("iop.encounters")
 STATUS_EVENTS = {"planned": "iop.encounter.planned", "finished": "iop.encounter.finished",
                  "cancelled": "iop.encounter.cancelled"}
+PLAN_KEY = "schedule-plan:"  # the latest version of each active plan, for the daily roll-forward
 
 
 class EncounterHandlers:
@@ -51,11 +54,35 @@ class EncounterHandlers:
 
     # -- plan events → the schedule ----------------------------------------------------------
     def on_plan(self, tx: Transaction, event: Event) -> None:
+        """A plan created, revised or graduated: its sessions for the coming weeks, and remembered for the
+        daily roll-forward. A plan no longer active (graduated, revoked) has its planned sessions cancelled."""
         careplan, patient_id = event.focus, event.key
+        episode = next((e["id"] for e in event.of_type("EpisodeOfCare")), None)
+        active = careplan.get("status") == "active"
+        tx.put_value(PLAN_KEY + careplan["id"], json.dumps({"careplan": careplan, "patient": patient_id,
+                                                             "episode": episode}) if active else "")
+        self.schedule(tx, careplan, patient_id, episode)
+
+    def roll_forward(self, store: SQLiteStore) -> int:
+        """Plan the sessions of the days that have come into the window since, for every active plan.
+
+        Each plan in its own transaction, re-read inside it, so a revision consumed meanwhile is not undone.
+        Returns the number of plans looked at.
+        """
+        keys = [key for key, raw in store.values_with_prefix(PLAN_KEY) if raw]
+        for key in keys:
+            with store.transaction() as tx:
+                raw = tx.get_value(key)
+                if raw:
+                    plan = json.loads(raw)
+                    self.schedule(tx, plan["careplan"], plan["patient"], plan["episode"])
+        return len(keys)
+
+    def schedule(self, tx: Transaction, careplan: dict[str, Any], patient_id: str, episode: str | None) -> None:
         today = self.clock().astimezone(self.tz).date()
         window = (today, today + timedelta(weeks=self.weeks_ahead, days=-1))
         existing = self._sessions_of(tx, careplan["id"], patient_id)
-        episode = next((e["id"] for e in event.of_type("EpisodeOfCare")), None) or self._episode_of(existing)
+        episode = episode or self._episode_of(existing)
         wanted = schedule.planned_sessions(careplan, today, self.weeks_ahead)
         plan = schedule.reconcile([s for s, _ in existing], wanted, window=window)
         for session in plan.create:
@@ -66,8 +93,9 @@ class EncounterHandlers:
             self.repo.update(tx, "Encounter", session.encounter_id or "",
                              workflow.cancel(by_id[session.encounter_id].resource, "plan-changed", self.clock()),
                              validated=True)
-        log.info("schedule reconciled", careplan_id=careplan["id"], created=len(plan.create),
-                 cancelled=len(plan.cancel), kept=len(plan.keep))
+        if plan.create or plan.cancel:
+            log.info("schedule reconciled", careplan_id=careplan["id"], created=len(plan.create),
+                     cancelled=len(plan.cancel), kept=len(plan.keep))
 
     def _sessions_of(self, tx: Transaction, careplan_id: str, patient_id: str) -> list[tuple[Any, Stored]]:
         found = []
@@ -137,7 +165,10 @@ def handlers_for(settings: Settings, registry_repo: Repository | None = None) ->
 
 def worker_spec(settings: Settings) -> WorkerSpec:
     h = handlers_for(settings)
-    return WorkerSpec(settings, SQLiteStore(settings.database), topics=[CAREPLAN],
-                      handlers={"iop.careplan.created": h.on_plan, "iop.careplan.revised": h.on_plan})
+    store = SQLiteStore(settings.database)
+    return WorkerSpec(settings, store, topics=[CAREPLAN],
+                      handlers={t: h.on_plan for t in ("iop.careplan.created", "iop.careplan.revised",
+                                                       "iop.careplan.graduated")},
+                      jobs=[(float(settings.schedule_sweep_s), lambda: h.roll_forward(store))])
 
 

@@ -1,6 +1,8 @@
 """A patient's journey across the running services, observed on the topics."""
 from __future__ import annotations
 
+import json
+
 import requests
 
 from services.intake.samples import created_id, partner_submission
@@ -153,3 +155,7 @@ def test_graduation_refused_then_granted_by_override_emits_exactly_one_event(wat
     again = http.post(url, json=override, headers=JSON, timeout=10)
     assert again.status_code == 422
     assert len(watcher.events("iop.careplan.graduated", patient)) == 1
+    # The sessions still planned are cancelled as the plan changed; none is planned again.
+    wait_until(lambda: not sessions_of(patient), 30, what="no planned session left after graduation")
+    cancelled = sessions_of(patient, "cancelled")
+    assert cancelled and all("plan-changed" in json.dumps(e.get("extension", [])) for e in cancelled)
