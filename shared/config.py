@@ -48,7 +48,7 @@ class Settings:
     relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
     event_validation: str = field(default_factory=lambda: env_str("IOP_EVENT_VALIDATION", "structure"))
     consumer_linger_ms: int = -1  # from IOP_<SERVICE>_LINGER_MS, defaults in CONSUMER_LINGER_MS
-    schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 2))
+    schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 1))
     schedule_sweep_s: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_SWEEP_S", 3600))
     program_tz: str = field(default_factory=lambda: env_str("IOP_PROGRAM_TZ", "UTC"))
     delivery_backoff_base_s: float = field(default_factory=lambda: float(env_str("IOP_DELIVERY_BACKOFF_BASE_S", "2")))

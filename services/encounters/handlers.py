@@ -34,7 +34,7 @@ PLAN_KEY = "schedule-plan:"  # the latest version of each active plan, for the d
 
 class EncounterHandlers:
     def __init__(self, repo: Repository, outbox: Outbox, clock: Callable[[], datetime] | None = None,
-                 weeks_ahead: int = 2, program_tz: str = "UTC") -> None:
+                 weeks_ahead: int = 1, program_tz: str = "UTC") -> None:
         self.repo, self.outbox = repo, outbox
         self.clock = clock or (lambda: datetime.now(UTC))
         self.weeks_ahead, self.tz = weeks_ahead, ZoneInfo(program_tz)
