@@ -31,6 +31,7 @@ from bench.demo_support import (
     token,
     wait_event,
 )
+from bench.measure import wait_until
 from bench.receiver import Receiver
 from bench.resources import NO_SHOW, consent, event_numbers, focus_references, notification_status, subscription
 from bench.watch import TopicWatcher
@@ -180,6 +181,13 @@ class Journey:
             f"is {done['status']}")
         graduated = wait_event(self.watcher, "iop.careplan.graduated", self.patient)[0]
         say("    " + ", ".join(f"EpisodeOfCare/{e['id']} {e['status']}" for e in graduated.of_type("EpisodeOfCare")))
+        try:
+            left = wait_until(lambda: not self.planned_sessions() and self.cancelled_sessions(), 20, 0.2,
+                              "the sessions still planned cancelled after graduation")
+        except TimeoutError as exc:
+            raise StepFailed(str(exc)) from None
+        say(f"  encounters cancelled the {len(left)} sessions still planned (reason: plan changed); none are planned "
+            "any more")
         planned = wait_event(self.watcher, "iop.aftercare.planned", self.patient)[0]
         say(f"  aftercare planned the step-down: CarePlan/{planned.focus['id']} \"{planned.focus.get('title', '')}\"")
         for referral in planned.of_type("ServiceRequest"):
@@ -190,6 +198,17 @@ class Journey:
         self.wait_ehr("aftercare-planned", f"CarePlan/{planned.focus['id']}")
         wait_event(self.watcher, "iop.ehr.delivered", self.patient, 3)
         show_events(self.watcher, self.patient, since)
+
+    def planned_sessions(self) -> list[dict]:
+        return self.encounters("planned")
+
+    def cancelled_sessions(self) -> list[dict]:
+        return [e for e in self.encounters("cancelled") if "plan-changed" in json.dumps(e.get("extension", []))]
+
+    def encounters(self, status: str) -> list[dict]:
+        found = expect(self.clinic.get(f"{ENCOUNTERS}/Encounter", params={
+            "patient": self.patient, "status": status, "_count": 100}, timeout=10), 200, "Encounter search")
+        return [e["resource"] for e in found.get("entry", [])]
 
     def wait_ehr(self, topic: str, focus: str, timeout: float = 20) -> None:
         """The EHR got a notification on `topic` about `focus`; says so."""
