@@ -29,7 +29,7 @@ from shared.logs import get_logger
 log = get_logger("iop.encounters")
 STATUS_EVENTS = {"planned": "iop.encounter.planned", "finished": "iop.encounter.finished",
                  "cancelled": "iop.encounter.cancelled"}
-PLAN_KEY = "schedule-plan:"  # the latest version of each active plan, for the daily roll-forward
+PLAN_KEY = "schedule-plan:"  # the latest version of each active plan, for the roll-forward
 
 
 class EncounterHandlers:
@@ -55,7 +55,7 @@ class EncounterHandlers:
     # -- plan events → the schedule ----------------------------------------------------------
     def on_plan(self, tx: Transaction, event: Event) -> None:
         """A plan created, revised or graduated: its sessions for the coming weeks, and remembered for the
-        daily roll-forward. A plan no longer active (graduated, revoked) has its planned sessions cancelled."""
+        roll-forward. A plan no longer active (graduated, revoked) has its planned sessions cancelled."""
         careplan, patient_id = event.focus, event.key
         episode = next((e["id"] for e in event.of_type("EpisodeOfCare")), None)
         active = careplan.get("status") == "active"
@@ -71,11 +71,15 @@ class EncounterHandlers:
         """
         keys = [key for key, raw in store.values_with_prefix(PLAN_KEY) if raw]
         for key in keys:
-            with store.transaction() as tx:
-                raw = tx.get_value(key)
-                if raw:
-                    plan = json.loads(raw)
-                    self.schedule(tx, plan["careplan"], plan["patient"], plan["episode"])
+            try:
+                with store.transaction() as tx:
+                    raw = tx.get_value(key)
+                    if raw:
+                        plan = json.loads(raw)
+                        self.schedule(tx, plan["careplan"], plan["patient"], plan["episode"])
+            except Exception as exc:  # noqa: BLE001 - one plan that cannot be scheduled must not stop the others
+                log.warning("schedule roll-forward failed", careplan_id=key.removeprefix(PLAN_KEY),
+                            error=type(exc).__name__)
         return len(keys)
 
     def schedule(self, tx: Transaction, careplan: dict[str, Any], patient_id: str, episode: str | None) -> None:

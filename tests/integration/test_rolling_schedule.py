@@ -71,3 +71,15 @@ def test_given_graduation_then_the_sessions_still_to_come_are_cancelled_and_no_m
     clinic.now += timedelta(days=7)
     assert clinic.handlers.roll_forward(clinic.store) == 0
     assert clinic.sessions() == sessions
+
+
+def test_a_plan_that_cannot_be_scheduled_does_not_stop_the_others_rolling_forward(tmp_path: Path) -> None:
+    clinic = Clinic(tmp_path)
+    broken = dict(CAREPLAN, id="cp-0-broken", activity=[{"detail": {
+        **CAREPLAN["activity"][0]["detail"], "code": {"coding": [{"system": "urn:example", "code": "x"}]}}}])
+    with clinic.store.transaction() as tx:  # remembered as it came, before its first scheduling failed
+        tx.put_value("schedule-plan:cp-0-broken", json.dumps({"careplan": broken, "patient": "pat-1", "episode": None}))
+    clinic.plan_event("iop.careplan.created", CAREPLAN)
+    clinic.now += timedelta(days=7)
+    assert clinic.handlers.roll_forward(clinic.store) == 2
+    assert len(clinic.sessions()["planned"]) == 8  # cp-1 rolled forward regardless
