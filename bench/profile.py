@@ -19,7 +19,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from bench.harness import VAR, Broker, Suite, base_url, partner_bearer, settle, stop_leftovers
+from bench.harness import PORTS, VAR, Broker, Suite, base_url, partner_bearer, settle, stop_leftovers
 from bench.load import IntakeLoad, bodies
 from bench.measure import children, cpu_s
 
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print("py-spy is not installed: make profile (or .venv/bin/pip install -e '.[profile]')", file=sys.stderr)
         return 2
     stop_leftovers()
-    broker, suite = Broker(), Suite({s: (2, 4) for s in ("intake", "careplan", "encounters", "aftercare")})
+    broker, suite = Broker(), Suite({service: (2, 4) for service in PORTS})
     OUT.mkdir(parents=True, exist_ok=True)
     try:
         broker.start()
