@@ -32,6 +32,7 @@ def build(settings: Settings) -> tuple[Registry, AftercareHandlers]:
     registry.add(ResourceDef("Consent", params.CONSENT, doc="42 CFR Part 2 consents; checked at every disclosure"))
     registry.add(ResourceDef("Subscription", params.SUBSCRIPTION, before_write=[subscription_api.check_subscription],
                              after_write=[subscription_api.after_subscription],
+                             before_delete=[lambda tx, current: subscription_api.check_owner(current)],
                              doc="External EHR subscriptions (Backport IG R4); topics: "
                                  + ", ".join(e["valueCanonical"] for e in capability_topic_extensions())))
     registry.add(ResourceDef("AuditEvent", params.AUDIT_EVENT, read_only=True,

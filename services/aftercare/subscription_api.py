@@ -48,12 +48,11 @@ def bind_recipient(sub: dict, previous: Stored | None) -> None:
     that a patient consented to, nor take over its Subscription. Without a recipient, the caller's
     organisation is filled in. Clients without the claim (operators registering an EHR) name it themselves.
     """
-    principal = current_principal.get()
-    own = principal.organization if principal is not None else None
+    own = _own_organization()
     if own is None:
         return
-    if previous is not None and recipient_of(previous.resource) not in (None, own):
-        raise FhirError.single(403, "this Subscription belongs to another organisation", code="forbidden")
+    if previous is not None:
+        check_owner(previous)
     named = recipient_of(sub)
     if named is None:
         value = ({"identifier": dict(zip(("system", "value"), own.split("|", 1), strict=True))} if "|" in own
@@ -62,6 +61,18 @@ def bind_recipient(sub: dict, previous: Stored | None) -> None:
     elif named != own:
         raise FhirError.single(403, f"a client may subscribe for its own organisation ({own}) only, not {named}",
                                code="forbidden", expression="Subscription.extension")
+
+
+def check_owner(current: Stored) -> None:
+    """A client bound to an organisation changes or deletes that organisation's Subscriptions only."""
+    own = _own_organization()
+    if own is not None and recipient_of(current.resource) not in (None, own):
+        raise FhirError.single(403, "this Subscription belongs to another organisation", code="forbidden")
+
+
+def _own_organization() -> str | None:
+    principal = current_principal.get()
+    return principal.organization if principal is not None else None
 
 
 def after_subscription(tx: Transaction, stored: Stored, previous: Stored | None) -> None:

@@ -22,6 +22,8 @@ from shared.fhir.validation import validate_resource
 BeforeWrite = Callable[[Transaction, dict, Stored | None], None]
 # after_write(tx, stored, previous_or_None) adds outbox events or derived writes.
 AfterWrite = Callable[[Transaction, Stored, Stored | None], None]
+# before_delete(tx, current) may raise FhirError (403, 409) to refuse a delete.
+BeforeDelete = Callable[[Transaction, Stored], None]
 
 COMMON_PARAMS = [SearchParam("_id", "token", "id", "logical id"),
                  SearchParam("_lastUpdated", "date", "meta.lastUpdated", "when the resource last changed"),
@@ -37,6 +39,7 @@ class ResourceDef:
     read_only: bool = False
     before_write: list[BeforeWrite] = field(default_factory=list)
     after_write: list[AfterWrite] = field(default_factory=list)
+    before_delete: list[BeforeDelete] = field(default_factory=list)
     doc: str = ""
     # A token search parameter that identifies the real-world thing (e.g. a Patient's identifier):
     # a create without If-None-Exist still matches an existing resource on it, never duplicates it.
@@ -161,5 +164,12 @@ class Repository:
         return stored
 
     def delete(self, tx: Transaction, rtype: str, rid: str) -> Stored | None:
-        self.registry.get(rtype)
+        rdef = self.registry.get(rtype)
+        current = tx.read(rtype, rid)
+        if current is not None and not current.deleted:
+            partner = partner_of_caller(rdef)
+            if partner is not None and not owned_by(current.resource, partner):
+                raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
+            for rule in rdef.before_delete:
+                rule(tx, current)
         return tx.delete(rtype, rid)

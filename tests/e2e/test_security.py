@@ -61,6 +61,8 @@ def test_a_referral_partner_sees_only_its_own_submissions(suite) -> None:
         assert patient not in ids and f"Patient/{patient}" not in refs, rtype
         assert theirs in ids or f"Patient/{theirs}" in refs, rtype
     assert beta.get(f"{INTAKE}/Questionnaire", timeout=5).json()["total"] == 4  # the catalogue is for everyone
+    assert beta.delete(f"{INTAKE}/Patient/{patient}", timeout=5).status_code == 404  # nor can it delete theirs
+    assert alpha.get(f"{INTAKE}/Patient/{patient}", timeout=5).status_code == 200
 
 
 def test_reads_and_changes_of_patient_data_are_audited_and_queryable_by_patient(
@@ -134,6 +136,9 @@ def test_a_client_naming_its_organisation_subscribes_for_it_and_no_other(suite) 
         takeover = dict(theirs.json(), extension=recipient)
         resp = ehr.put(f"{aftercare}/Subscription/{takeover['id']}", json=takeover, headers=JSON, timeout=10)
         assert resp.status_code == 403 and "another organisation" in resp.json()["issue"][0]["diagnostics"]
+        resp = ehr.delete(f"{aftercare}/Subscription/{takeover['id']}", timeout=10)
+        assert resp.status_code == 403
+        assert http.get(f"{aftercare}/Subscription/{takeover['id']}", timeout=10).status_code == 200
     finally:
         for sid in created:
             http.delete(f"{aftercare}/Subscription/{sid}", timeout=10)
