@@ -11,7 +11,16 @@ from shared.fhir import bundles
 from shared.fhir.dates import date_range
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.query import parse_query
-from shared.fhir.registry import PARTNER_TAG, TAG_PARAM, Registry, Repository, ResourceDef, owned_by, partner_of_caller
+from shared.fhir.registry import (
+    PARTNER_TAG,
+    TAG_PARAM,
+    Registry,
+    Repository,
+    ResourceDef,
+    caller_partner,
+    owned_by,
+    partner_of_caller,
+)
 from shared.fhir.search import condition
 from shared.fhir.store import Store, Stored, Transaction
 from shared.fhir.validation import check_id
@@ -94,7 +103,8 @@ class FhirApi:
             current = self.store.read(rtype, rid) if rtype else None
             if rtype and (current is None or not visible(rdef, current)):
                 raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
-        elif rdef is not None and partner_of_caller(rdef) is not None:
+        elif (partner_of_caller(rdef) if rdef is not None else caller_partner()) is not None:
+            # Type and system history would list other partners' resources.
             raise FhirError.single(403, "a referral partner may read the history of its own resources only",
                                    code="forbidden")
         args = dict(items)

@@ -104,10 +104,15 @@ class Registry:
         return rdef
 
 
+def caller_partner() -> str | None:
+    """The referral partner the current caller acts for, if any."""
+    principal = current_principal.get()
+    return principal.partner if principal is not None and principal.partner else None
+
+
 def partner_of_caller(rdef: ResourceDef) -> str | None:
     """The referral partner the current caller acts for, when this type is confined per partner."""
-    principal = current_principal.get()
-    return principal.partner if principal is not None and principal.partner and rdef.partner_scoped else None
+    return caller_partner() if rdef.partner_scoped else None
 
 
 def owned_by(resource: dict[str, Any], partner: str) -> bool:

@@ -62,6 +62,8 @@ def test_a_referral_partner_sees_only_its_own_submissions(suite) -> None:
         assert theirs in ids or f"Patient/{theirs}" in refs, rtype
     assert beta.get(f"{INTAKE}/Questionnaire", timeout=5).json()["total"] == 4  # the catalogue is for everyone
     assert beta.delete(f"{INTAKE}/Patient/{patient}", timeout=5).status_code == 404  # nor can it delete theirs
+    assert beta.get(f"{INTAKE}/_history", timeout=5).status_code == 403  # nor list them in the system history
+    assert beta.get(f"{INTAKE}/Patient/_history", timeout=5).status_code == 403
     assert alpha.get(f"{INTAKE}/Patient/{patient}", timeout=5).status_code == 200
 
 
