@@ -90,6 +90,7 @@ def _sub(api: FhirApi, rid: str | None) -> tuple[Stored, Any]:
     sub = api.store.read("Subscription", rid or "")
     if sub is None or sub.deleted:
         raise FhirError.single(404, f"Subscription/{rid} is not known", code="not-found")
+    check_owner(sub)  # $status, $events and $resend show what was sent to that organisation
     spec = parse_subscription(sub.resource)
     if isinstance(spec, list):
         raise FhirError(422, spec)

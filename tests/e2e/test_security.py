@@ -140,6 +140,9 @@ def test_a_client_naming_its_organisation_subscribes_for_it_and_no_other(suite) 
         assert resp.status_code == 403 and "another organisation" in resp.json()["issue"][0]["diagnostics"]
         resp = ehr.delete(f"{aftercare}/Subscription/{takeover['id']}", timeout=10)
         assert resp.status_code == 403
+        for operation in ("$status", "$events"):  # what was sent to hospital B is not hospital A's to read
+            assert ehr.get(f"{aftercare}/Subscription/{takeover['id']}/{operation}", timeout=10).status_code == 403
+        assert ehr.get(f"{aftercare}/Subscription/{created[0]}/$status", timeout=10).status_code == 200
         assert http.get(f"{aftercare}/Subscription/{takeover['id']}", timeout=10).status_code == 200
     finally:
         for sid in created:
