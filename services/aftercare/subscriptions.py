@@ -120,7 +120,7 @@ def parse_subscription(sub: dict) -> SubscriptionSpec | list[Issue]:
         "max_count": _ext(channel, MAX_COUNT, "valuePositiveInt"),
         "secret": _parse_secret(channel, issues), "mode": _parse_mode(channel, content, issues),
         "patient_identifier_system": _ext(channel, PATIENT_ID_SYSTEM, "valueUri"),
-        "recipient": _parse_recipient(sub), "end": _parse_end(sub, issues)}
+        "recipient": recipient_of(sub), "end": _parse_end(sub, issues)}
     if not sub.get("reason"):
         issues.append(Issue("reason is required in R4", code="required", expression="Subscription.reason"))
     if channel.get("type") != "rest-hook":
@@ -236,10 +236,6 @@ def _parse_mode(channel: dict, content: str, issues: list[Issue]) -> str:
 
 def recipient_of(sub: dict) -> str | None:
     """The organisation a Subscription delivers for: "Organization/x", or "system|value" for an identifier."""
-    return _parse_recipient(sub)
-
-
-def _parse_recipient(sub: dict) -> str | None:
     value = _ext(sub, RECIPIENT, "valueReference") or {}
     identifier = value.get("identifier") or {}
     if identifier.get("system") and identifier.get("value"):

@@ -141,9 +141,7 @@ def check_structure(data: dict, expected_type: str | None = None) -> dict:
     Not checked: the lexical form of primitives (dates, instants, code and uri patterns). For content
     that passed `validate_resource` where it entered the suite, such as events from a service's outbox.
     """
-    model = _endpoint_model(data, expected_type)
-    walk = _Walk(allow_conditional_refs=False)
-    walk.resource(data, model, data["resourceType"], depth=0)
+    walk = _walked(data, _endpoint_model(data, expected_type), data["resourceType"], allow_conditional_refs=False)
     if walk.issues:
         raise FhirError(422, walk.issues)
     return data
@@ -218,10 +216,16 @@ def _entry_rule_issues(entry: Any, path: str) -> list[Issue]:
 # One resource: the walk, then the model
 
 
-def _resource_issues(data: dict, model: type, path: str, allow_conditional_refs: bool) -> list[Issue]:
-    """The problems of a resource (or of a Bundle entry: `model` may be an element's)."""
+def _walked(data: dict, model: type, path: str, allow_conditional_refs: bool) -> _Walk:
+    """The structural walk over a resource, done: its issues, and the nested resources no model knows."""
     walk = _Walk(allow_conditional_refs)
     walk.resource(data, model, path, depth=0)
+    return walk
+
+
+def _resource_issues(data: dict, model: type, path: str, allow_conditional_refs: bool) -> list[Issue]:
+    """The problems of a resource (or of a Bundle entry: `model` may be an element's)."""
+    walk = _walked(data, model, path, allow_conditional_refs)
     issues = walk.issues
     seen = {issue.expression for issue in issues}
     # fhir.resources raises KeyError/TypeError on a nested resource of unknown type: the walk has
