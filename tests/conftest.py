@@ -11,6 +11,7 @@ from shared.config import ROOT
 from tests.support import processes
 from tests.support.broker import Broker
 from tests.support.hapi_server import HapiServer
+from tests.support.ports import port
 
 TEST_VAR = ROOT / "var" / "test"
 
@@ -46,7 +47,7 @@ def suite(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @pytest.fixture(scope="session")
 def hapi() -> Iterator[HapiServer]:
     """A real, independent FHIR server (HAPI FHIR, in memory) standing in for a hospital EHR."""
-    with HapiServer(18090) as server:
+    with HapiServer(port(18090)) as server:
         yield server
 
 

@@ -13,6 +13,7 @@ from services.aftercare.samples import LOCAL, consent, event_numbers, notificati
 from tests.e2e.test_journey import JSON, admit, current_plan, put
 from tests.support.auth import http
 from tests.support.events import EventWatcher
+from tests.support.ports import port
 from tests.support.processes import base_url
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
@@ -23,7 +24,7 @@ SECRET = "a-shared-secret-of-32-characters"
 
 @pytest.fixture
 def receivers(tmp_path) -> Iterator[tuple[Receiver, Receiver]]:
-    a, b = Receiver(18101, tmp_path), Receiver(18102, tmp_path)
+    a, b = Receiver(port(18101), tmp_path), Receiver(port(18102), tmp_path)
     yield a, b
     a.proc.kill()
     b.proc.kill()

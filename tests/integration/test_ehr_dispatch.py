@@ -12,9 +12,10 @@ from shared.config import Settings
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
 from shared.fhir.store import SQLiteStore
+from tests.support.ports import port
 from tests.support.receiver import Receiver
 
-PORT = 18103
+PORT = port(18103)
 
 
 def test_a_subscription_that_asked_for_heartbeats_gets_one_after_a_quiet_period(tmp_path) -> None:

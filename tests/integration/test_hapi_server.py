@@ -18,8 +18,9 @@ from services.aftercare.step_down import StepDownIds, step_down_plan
 from services.aftercare.writeback import own_identifier, writeback_transaction
 from shared import codes
 from tests.support.hapi_server import HapiServer
+from tests.support.ports import port
 
-PORT = 18090
+PORT = port(18090)
 FHIR_JSON = "application/fhir+json"
 MRN_SYSTEM = "https://hospital.example.org/mrn"
 CAREPLAN_IDS = f"{codes.IOP_IDENTIFIER}/CarePlan"

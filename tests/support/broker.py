@@ -8,14 +8,15 @@ from pathlib import Path
 
 from shared.config import ROOT
 from shared.events.admin import create_topics, wait_for_kafka
+from tests.support.ports import port as test_port
 
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
 
 
 class Broker:
-    """A broker of the tests' own (ports 19092/19093, data under var/test) or an existing cluster."""
+    """A broker of the tests' own (ports 19092/19093 + IOP_TEST_PORT_OFFSET, data under var/test) or an existing one."""
 
-    def __init__(self, var_dir: Path, port: int = 19092) -> None:
+    def __init__(self, var_dir: Path, port: int = test_port(19092)) -> None:
         self.external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         self.var_dir, self.port = var_dir, port
         self.bootstrap = self.external or f"127.0.0.1:{port}"

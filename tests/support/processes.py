@@ -11,9 +11,11 @@ import requests
 
 from shared.config import ROOT
 from tests.support.auth import TEST_SECRET
+from tests.support.ports import port as test_port
 from tests.support.waiting import wait_until
 
-TEST_PORTS = {"intake": 18081, "careplan": 18082, "encounters": 18083, "aftercare": 18084}
+TEST_PORTS = {"intake": test_port(18081), "careplan": test_port(18082), "encounters": test_port(18083),
+              "aftercare": test_port(18084)}
 
 
 def service_env(var_dir: Path, bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, str]:
