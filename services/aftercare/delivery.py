@@ -105,7 +105,8 @@ class Dispatcher:
             quiet_since = float(self.store.get_value(last_sent_key(sub.id)) or 0)
             if now - quiet_since >= spec.heartbeat_period_s and not self.store.work(f"sub:{sub.id}", ("queued",), 1):
                 with self.store.transaction() as tx:
-                    tx.enqueue(f"sub:{sub.id}", {"kind": "heartbeat"})
+                    if unchanged(tx, sub):
+                        tx.enqueue(f"sub:{sub.id}", {"kind": "heartbeat"})
 
     def _drain(self, sid: str) -> None:
         try:
@@ -162,9 +163,10 @@ class Dispatcher:
         with self.store.transaction() as tx:
             self._audit(tx, sub.id, None, attempt, "handshake")
             if attempt.ok:
+                if not self._set_status(tx, sub, "active"):
+                    return True  # changed or deleted meanwhile: the next pass redoes the handshake or cancels it
                 tx.update_work(item.seq, "delivered", item.attempts + 1, item.not_before)
                 tx.put_value(last_sent_key(sub.id), str(self.clock().timestamp()))
-                self._set_status(tx, sub, "active")
                 return True
             return self._failed(tx, sub, item, attempt)
 
@@ -208,9 +210,9 @@ class Dispatcher:
         first = datetime.fromisoformat(item.created_at.replace("Z", "+00:00"))
         if self.policy.give_up(first, self.clock()):
             tx.update_work(item.seq, "queued", item.attempts + 1, item.not_before)
-            self._set_status(tx, sub, "error")
-            self.outbox.emit(tx, "iop.ehr.failed", item.body.get("patient") or "-", sub.resource)
-            log.warning("subscription in error after retries", subscription_id=sub.id, attempts=item.attempts + 1)
+            if self._set_status(tx, sub, "error"):
+                self.outbox.emit(tx, "iop.ehr.failed", item.body.get("patient") or "-", sub.resource)
+                log.warning("subscription in error after retries", subscription_id=sub.id, attempts=item.attempts + 1)
             return False
         delay = self.policy.next_delay(item.attempts)
         not_before = (self.clock() + timedelta(seconds=delay)).isoformat(timespec="milliseconds")
@@ -264,14 +266,19 @@ class Dispatcher:
         except requests.RequestException as exc:
             return Attempt(False, None, (time.perf_counter() - started) * 1000, type(exc).__name__)
 
-    def _set_status(self, tx: Transaction, sub: Stored, status: str) -> None:
-        current = tx.read("Subscription", sub.id)
-        if current is not None and current.resource.get("status") != status:
-            updated = dict(current.resource, status=status)
+    def _set_status(self, tx: Transaction, sub: Stored, status: str) -> bool:
+        """Give the Subscription this status, unless it changed or was deleted since `sub` was read: a client's
+        change wins over work queued before it. False when the work is dropped."""
+        if not unchanged(tx, sub):
+            log.info("subscription changed while the worker used it; its work is dropped", subscription_id=sub.id)
+            return False
+        if sub.resource.get("status") != status:
+            updated = dict(sub.resource, status=status)
             updated.pop("error", None)
             if status == "error":
                 updated["error"] = "delivery failed after retries; set status to active to resume"
-            self.repo.update(tx, "Subscription", sub.id, updated, validated=True)
+            self.repo.update(tx, "Subscription", sub.id, updated, expected_version=sub.version, validated=True)
+        return True
 
     def _audit(self, tx: Transaction, sid: str, patient: str | None, attempt: Attempt, what: str) -> None:
         end = datetime.now(UTC)
@@ -297,6 +304,12 @@ class Dispatcher:
         if consent_id:
             prov["entity"].append({"role": "source", "what": {"reference": f"Consent/{consent_id}"}})
         self.repo.create(tx, prov, rid=str(uuid.uuid4()), validated=True)
+
+
+def unchanged(tx: Transaction, sub: Stored) -> bool:
+    """Whether `sub` is still the live version of its Subscription, read again in the writing transaction."""
+    current = tx.read("Subscription", sub.id)
+    return current is not None and not current.deleted and current.version == sub.version
 
 
 def _instant(dt: datetime) -> str:
