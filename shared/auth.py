@@ -25,6 +25,7 @@ import jwt
 from shared.fhir.outcome import FhirError, Issue
 
 SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|c?r?u?d?s?)$")
+BEARER = re.compile(r"bearer[ \t]+(\S+)[ \t]*", re.IGNORECASE)  # RFC 7235: the scheme is case-insensitive
 V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 ASYMMETRIC = ["RS256", "ES256"]
 
@@ -131,9 +132,10 @@ class TokenVerifier:
         raise unauthorized("no key to verify this token")
 
     def verify(self, header: str | None) -> Principal:
-        if not header or not header.startswith("Bearer "):
+        found = BEARER.fullmatch(header.strip()) if header else None
+        if found is None:
             raise unauthorized("a Bearer token is required")
-        token = header.removeprefix("Bearer ").strip()
+        token = found.group(1)
         try:
             alg = jwt.get_unverified_header(token).get("alg", "")
             claims = jwt.decode(token, self._key(token, alg), algorithms=[alg], audience=self.audience,
@@ -143,10 +145,25 @@ class TokenVerifier:
             raise unauthorized(f"the token is not valid: {type(exc).__name__}") from None
         except jwt.exceptions.PyJWKClientError:
             raise unauthorized("the token's signing key could not be found") from None
-        organization, scope = claims.get("organization"), claims.get("scope") or claims.get("scp") or ""
-        return Principal(claims["sub"], claims.get("client_id") or claims.get("azp"), claims.get("partner"),
-                         parse_scopes(scope), organization if isinstance(organization, str) and organization else None,
-                         has_patient_scopes(scope))
+        return principal_of(claims)
+
+
+def principal_of(claims: dict[str, Any]) -> Principal:
+    """The caller a verified token names. A claim of the wrong shape makes the token invalid: a confining claim
+    (partner, organization) that could not be read must not leave the token unconfined."""
+    scope = claims.get("scope", claims.get("scp", ""))
+    if not (isinstance(scope, str) or isinstance(scope, list) and all(isinstance(s, str) for s in scope)):
+        raise unauthorized("the token's scope claim must be a string of space-separated scopes")
+    partner, organization = (_confining(claims, name) for name in ("partner", "organization"))
+    client = next((c for c in (claims.get("client_id"), claims.get("azp")) if isinstance(c, str) and c), None)
+    return Principal(claims["sub"], client, partner, parse_scopes(scope), organization, has_patient_scopes(scope))
+
+
+def _confining(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is not None and not (isinstance(value, str) and value):
+        raise unauthorized(f"the token's {name} claim must be a non-empty string")
+    return value
 
 
 def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "iop-suite", subject: str = "dev",

@@ -82,3 +82,43 @@ def test_asymmetric_tokens_are_verified_against_a_jwks_file(tmp_path, algorithm:
     assert verifier.verify(f"Bearer {token}").subject == "ehr-1"
     with pytest.raises(FhirError):  # no shared secret configured: HS256 is not accepted
         verifier.verify("Bearer " + jwt.encode(claims(), SECRET, algorithm="HS256"))
+
+
+@pytest.mark.parametrize("scheme", ["bearer ", "BEARER ", "Bearer   ", "bEaReR\t", "Bearer \t "])
+def test_the_bearer_scheme_is_case_insensitive_and_any_whitespace_may_follow_it(scheme: str) -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    assert verifier.verify(scheme + mint(SECRET, "system/CarePlan.rs", subject="ehr-1")).subject == "ehr-1"
+
+
+@pytest.mark.parametrize("header", ["Bearer", "Bearer ", "Bearerx.y.z", "Token abc", "Bearer a b"])
+def test_an_authorization_header_without_one_bearer_token_is_refused_with_401(header: str) -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    with pytest.raises(FhirError) as refused:
+        verifier.verify(header)
+    assert refused.value.status == 401
+
+
+@pytest.mark.parametrize("malformed", [
+    {"scope": 42}, {"scope": 4.2}, {"scope": True}, {"scope": ["system/*.read", 7]}, {"scope": [1, 2]},
+    {"scope": {"system/*": "read"}}, {"scope": [["system/*.read"]]}, {"scp": 42}, {"scope": None, "scp": {"a": 1}},
+    {"partner": 7}, {"partner": ["alpha"]}, {"partner": ""}, {"organization": {"reference": "Organization/x"}},
+])
+def test_a_signed_token_with_a_malformed_claim_is_refused_with_401_not_read_as_wider(malformed: dict) -> None:
+    """A correctly signed token whose scope, partner or organization claim has the wrong shape is invalid: it is
+    neither a server error nor a token without the confinement it tried to state."""
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    token_claims = claims(**malformed)
+    if "scp" in malformed and "scope" not in malformed:
+        del token_claims["scope"]  # scp is read only without a scope claim
+    token = jwt.encode(token_claims, SECRET, algorithm="HS256")
+    with pytest.raises(FhirError) as refused:
+        verifier.verify(f"Bearer {token}")
+    assert refused.value.status == 401 and "Bearer" in refused.value.headers["WWW-Authenticate"]
+
+
+@pytest.mark.parametrize("scope, grants", [
+    ("", {}), ([], {}), (["system/CarePlan.rs", "system/Goal.r"], {"CarePlan": "rs", "Goal": "r"}),
+])
+def test_a_scope_claim_may_be_a_string_or_a_list_of_strings(scope, grants: dict) -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    assert verifier.verify("Bearer " + jwt.encode(claims(scope=scope), SECRET, algorithm="HS256")).grants == grants
