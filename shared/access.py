@@ -10,6 +10,8 @@ from shared.auth import Principal, TokenVerifier, current_principal, dev_secret,
 from shared.config import Settings
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
+from shared.fhir.partners import tag_partner
+from shared.fhir.registry import Operation, Registry
 from shared.fhir.util import now_instant, ref_id
 from shared.fhir.validation import parse_json
 from shared.logs import get_logger
@@ -26,17 +28,24 @@ def verifier_for(settings: Settings) -> TokenVerifier:
                          settings.auth_jwks or None)
 
 
+def operation_of(registry: Registry, rule: str, args: dict[str, Any]) -> tuple[str, Operation | None] | None:
+    """The operation a request calls: its name and what is registered under it; None for other interactions."""
+    rtype, rid = args.get("rtype", ""), args.get("rid", "")
+    if not (rtype.startswith("$") or rid.startswith("$") or rule.endswith("/<op>")):
+        return None
+    name = (args.get("op") or rid or rtype).lstrip("$")
+    return name, registry.operations.get((None if rtype.startswith("$") else rtype, bool(args.get("op")), name))
+
+
 def needed(api: FhirApi, rule: str, method: str, args: dict[str, Any]) -> list[tuple[str, str]]:
     """The (resource type, SMART permission) pairs a request needs; bundles are checked per entry."""
-    rtype, rid = args.get("rtype", ""), args.get("rid", "")
+    rtype = args.get("rtype", "")
     if rule == "/fhir" or rule == "/fhir/":
         return []  # per entry, in bundle_needs
     if rule == "/fhir/_history":
         return [("*", "r")]
-    if rtype.startswith("$") or rid.startswith("$") or rule.endswith("/<op>"):
-        name = (args.get("op") or rid or rtype).lstrip("$")
-        op = api.registry.operations.get((None if rtype.startswith("$") else rtype,
-                                          bool(args.get("op")), name))
+    if (called := operation_of(api.registry, rule, args)) is not None:
+        op = called[1]
         return [(rtype if not rtype.startswith("$") else "*", op.needs if op else "r")]
     if rule.endswith("/_search"):
         return [(rtype, "s")]
@@ -83,6 +92,9 @@ def install(app: Flask, settings: Settings, api: FhirApi) -> None:
                 body = parse_json(request.get_data(cache=True))
                 g.needed = bundle_needs(body) if body.get("resourceType") == "Bundle" else []
             authorize(principal, g.needed)
+            if principal.partner:
+                api.registry.check_partner(g.needed, operation_of(api.registry, request.url_rule.rule,
+                                                                  request.view_args or {}))
 
     @app.teardown_request
     def forget(_: BaseException | None) -> None:
@@ -143,6 +155,8 @@ def record_audit(api: FhirApi, principal: Principal, resp: Response, pairs: list
              "agent": [{"who": {"display": principal.who}, "requestor": True,
                         "altId": principal.partner or principal.subject}],
              "source": {"observer": {"display": f"iop-suite {api.registry.service}"}}, "entity": entities}
+    if principal.partner:  # the record of a partner's request is that partner's to read, and no other's
+        event["meta"] = tag_partner({}, principal.partner)
     token = current_principal.set(None)  # the audit trail is not a partner's submission
     try:
         with api.store.transaction() as tx:

@@ -10,17 +10,9 @@ from urllib.parse import parse_qsl
 from shared.fhir import bundles
 from shared.fhir.dates import date_range
 from shared.fhir.outcome import FhirError, Issue
+from shared.fhir.partners import PARTNER_TAG, PartnerAccess, caller_partner, owned_by, refused
 from shared.fhir.query import parse_query
-from shared.fhir.registry import (
-    PARTNER_TAG,
-    TAG_PARAM,
-    Registry,
-    Repository,
-    ResourceDef,
-    caller_partner,
-    owned_by,
-    partner_of_caller,
-)
+from shared.fhir.registry import TAG_PARAM, Registry, Repository, ResourceDef
 from shared.fhir.search import condition
 from shared.fhir.store import Store, Stored, Transaction
 from shared.fhir.validation import check_id
@@ -35,7 +27,8 @@ class Response:
 
 
 def visible(rdef: ResourceDef, stored: Stored) -> bool:
-    partner = partner_of_caller(rdef)
+    """Whether the caller may see this resource: a referral partner sees only its own of the types it owns."""
+    partner = rdef.confined_to("r")
     return partner is None or owned_by(stored.resource, partner)
 
 
@@ -90,7 +83,7 @@ class FhirApi:
     def search(self, rtype: str, items: list[tuple[str, str]], strict: bool) -> Response:
         rdef = self.registry.get(rtype)
         q = parse_query(rdef, items, strict)
-        partner = partner_of_caller(rdef)
+        partner = rdef.confined_to("s")
         if partner is not None:  # a referral partner sees only its own submissions
             q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
         page = self.store.search(rtype, q.where, q.order, q.count, q.offset)
@@ -103,10 +96,8 @@ class FhirApi:
             current = self.store.read(rtype, rid) if rtype else None
             if rtype and (current is None or not visible(rdef, current)):
                 raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
-        elif (partner_of_caller(rdef) if rdef is not None else caller_partner()) is not None:
-            # Type and system history would list other partners' resources.
-            raise FhirError.single(403, "a referral partner may read the history of its own resources only",
-                                   code="forbidden")
+        elif caller_partner() is not None and (rdef is None or rdef.partner is not PartnerAccess.READ):
+            raise refused("read the history of resources other than its own")  # it would list other partners'
         args = dict(items)
         count = min(int(args.get("_count", "50")), 1000) if args.get("_count", "50").isdigit() else 50
         offset = int(args["_offset"]) if args.get("_offset", "").isdigit() else 0
@@ -129,7 +120,7 @@ class FhirApi:
         if not q.where:
             raise FhirError.single(412, "a conditional request needs at least one search criterion",
                                    code="invalid")
-        partner = partner_of_caller(rdef)
+        partner = rdef.confined_to("s")
         if partner is not None:
             q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
         return self.store.search(rtype, q.where, q.order, 2, 0).items

@@ -11,9 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.auth import current_principal
 from shared.fhir.outcome import FhirError
 from shared.fhir.params import AUDIT_EVENT
+from shared.fhir.partners import (
+    VERBS,
+    PartnerAccess,
+    confined_to,
+    dangling_references,
+    not_known,
+    owned_by,
+    refused,
+    tag_partner,
+)
 from shared.fhir.search import SearchParam, index_rows
 from shared.fhir.store import Stored, Transaction
 from shared.fhir.validation import validate_resource
@@ -29,7 +38,6 @@ COMMON_PARAMS = [SearchParam("_id", "token", "id", "logical id"),
                  SearchParam("_lastUpdated", "date", "meta.lastUpdated", "when the resource last changed"),
                  SearchParam("_tag", "token", "meta.tag", "a tag, system|code")]
 TAG_PARAM = COMMON_PARAMS[2]
-PARTNER_TAG = "https://iop-suite.org/fhir/CodeSystem/referral-partner"
 
 
 @dataclass
@@ -44,8 +52,8 @@ class ResourceDef:
     # A token search parameter that identifies the real-world thing (e.g. a Patient's identifier):
     # a create without If-None-Exist still matches an existing resource on it, never duplicates it.
     natural_key: str | None = None
-    # A referral partner's token (`partner` claim) sees only what it submitted of this type.
-    partner_scoped: bool = False
+    # What a referral partner's token (`partner` claim) may do with this type (shared/fhir/partners.py).
+    partner: PartnerAccess = PartnerAccess.NONE
 
     def natural_criteria(self, resource: dict[str, Any]) -> str | None:
         if self.natural_key is None:
@@ -54,6 +62,10 @@ class ResourceDef:
             if isinstance(ident, dict) and ident.get("system") and ident.get("value"):
                 return f"{self.natural_key}={ident['system']}|{ident['value']}"
         return None
+
+    def confined_to(self, permission: str) -> str | None:
+        """The partner whose own resources alone the caller may use here, if any; 403 if it may not do this."""
+        return confined_to(self.partner, self.type, permission)
 
     def param(self, name: str) -> SearchParam | None:
         return next((p for p in (*COMMON_PARAMS, *self.params) if p.name == name), None)
@@ -74,6 +86,7 @@ class Operation:
     doc: str = ""
     method: str = "POST"
     permission: str = ""  # SMART permission letter it needs; default r for GET, u for POST
+    partner: bool = False  # whether a referral partner may call it (then the handler confines it to its own)
 
     @property
     def needs(self) -> str:
@@ -81,12 +94,15 @@ class Operation:
 
 
 class Registry:
-    def __init__(self, service: str) -> None:
-        self.service = service
+    def __init__(self, service: str, partners: bool = False) -> None:
+        """`partners`: referral partners may use this service (each type and operation then says how far)."""
+        self.service, self.partners = service, partners
         self.types: dict[str, ResourceDef] = {}
         self.operations: dict[tuple[str | None, bool, str], Operation] = {}
-        # Every service keeps its own audit trail of who read or changed patient data (shared/access.py).
+        # Every service keeps its own audit trail of who read or changed patient data (shared/access.py);
+        # a partner's requests are tagged with it, so a partner reads the record of its own requests only.
         self.add(ResourceDef("AuditEvent", AUDIT_EVENT, read_only=True,
+                             partner=PartnerAccess.OWN if partners else PartnerAccess.NONE,
                              doc="Who read or changed what, when, with what outcome"))
 
     def add(self, rdef: ResourceDef) -> ResourceDef:
@@ -96,33 +112,29 @@ class Registry:
     def add_operation(self, op: Operation) -> None:
         self.operations[(op.type, op.instance, op.name)] = op
 
+    def check_partner(self, pairs: list[tuple[str, str]], operation: tuple[str, Operation | None] | None) -> None:
+        """Refuse (403) a referral partner's request that calls an operation or needs a (type, permission)
+        not open to partners; what remains is confined to its own resources where it runs."""
+        if not self.partners:
+            raise refused(f"use the {self.service} service (referral partners submit to intake)")
+        if operation is not None and not (operation[1] is not None and operation[1].partner):
+            raise refused(f"call ${operation[0]}")
+        for rtype, permission in pairs:
+            if rtype == "*":  # the system history would list other partners' resources
+                raise refused("read the history of resources other than its own")
+            rdef = self.types.get(rtype)
+            if rdef is None or not rdef.partner.allows(permission):
+                raise refused(f"{VERBS.get(permission, 'use')} {rtype or 'this'} here")
+
+    def owned_types(self) -> set[str]:
+        return {t for t, rdef in self.types.items() if rdef.partner is PartnerAccess.OWN}
+
     def get(self, rtype: str) -> ResourceDef:
         rdef = self.types.get(rtype)
         if rdef is None:
             raise FhirError.single(404, f"resource type {rtype} is not served by the {self.service} service",
                                    code="not-supported")
         return rdef
-
-
-def caller_partner() -> str | None:
-    """The referral partner the current caller acts for, if any."""
-    principal = current_principal.get()
-    return principal.partner if principal is not None and principal.partner else None
-
-
-def partner_of_caller(rdef: ResourceDef) -> str | None:
-    """The referral partner the current caller acts for, when this type is confined per partner."""
-    return caller_partner() if rdef.partner_scoped else None
-
-
-def owned_by(resource: dict[str, Any], partner: str) -> bool:
-    return any(t.get("system") == PARTNER_TAG and t.get("code") == partner
-               for t in (resource.get("meta") or {}).get("tag", []))
-
-
-def tag_partner(meta: dict[str, Any], partner: str) -> dict[str, Any]:
-    tags = [t for t in meta.get("tag", []) if t.get("system") != PARTNER_TAG]
-    return {**meta, "tag": [*tags, {"system": PARTNER_TAG, "code": partner}]}
 
 
 class Repository:
@@ -136,7 +148,7 @@ class Repository:
         rdef = self.registry.get(resource.get("resourceType", ""))
         if not validated:
             validate_resource(resource, rdef.type)
-        return self._write(tx, rdef, rid or str(uuid.uuid4()), resource, None, expected_version=0)
+        return self._write(tx, rdef, rid or str(uuid.uuid4()), resource, None, expected_version=0, creating=True)
 
     def update(self, tx: Transaction, rtype: str, rid: str, resource: dict[str, Any],
                expected_version: int | None = None, validated: bool = False) -> Stored:
@@ -150,17 +162,17 @@ class Repository:
         return self._write(tx, rdef, rid, resource, previous, expected_version)
 
     def _write(self, tx: Transaction, rdef: ResourceDef, rid: str, resource: dict, previous: Stored | None,
-               expected_version: int | None) -> Stored:
+               expected_version: int | None, creating: bool = False) -> Stored:
         live_previous = previous if previous and not previous.deleted else None
+        partner = rdef.confined_to("c" if creating else "u")
+        if partner is not None:
+            self._confine(tx, rdef, rid, resource, previous, creating, partner)
         for rule in rdef.before_write:
             rule(tx, resource, live_previous)
         body = {k: v for k, v in resource.items() if k != "meta"}
         if resource.get("meta"):
             body["meta"] = {k: v for k, v in resource["meta"].items() if k not in ("versionId", "lastUpdated")}
-        partner = partner_of_caller(rdef)
         if partner is not None:
-            if live_previous is not None and not owned_by(live_previous.resource, partner):
-                raise FhirError.single(404, f"{rdef.type}/{rid} is not known", code="not-found")
             body["meta"] = tag_partner(body.get("meta") or {}, partner)
         stored = tx.write(rdef.type, rid, body, [], expected_version)
         tx.write_index(rdef.type, rid, index_rows(stored.resource, [*rdef.params, TAG_PARAM]))
@@ -168,13 +180,23 @@ class Repository:
             hook(tx, stored, live_previous)
         return stored
 
+    def _confine(self, tx: Transaction, rdef: ResourceDef, rid: str, resource: dict, previous: Stored | None,
+                 creating: bool, partner: str) -> None:
+        """A partner updates only what it submitted (an update that would create is as if of another's), and
+        refers only to what it may see: anything else answers as if it did not exist."""
+        if not creating and (previous is None or not owned_by(previous.resource, partner)):
+            raise not_known(rdef.type, rid)
+        issues = dangling_references(tx, resource, self.registry.owned_types(), partner)
+        if issues:
+            raise FhirError(422, issues)
+
     def delete(self, tx: Transaction, rtype: str, rid: str) -> Stored | None:
         rdef = self.registry.get(rtype)
         current = tx.read(rtype, rid)
+        partner = rdef.confined_to("d")
+        if partner is not None and (current is None or not owned_by(current.resource, partner)):
+            raise not_known(rtype, rid)  # a partner's delete of what does not exist answers the same
         if current is not None and not current.deleted:
-            partner = partner_of_caller(rdef)
-            if partner is not None and not owned_by(current.resource, partner):
-                raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
             for rule in rdef.before_delete:
                 rule(tx, current)
         return tx.delete(rtype, rid)

@@ -10,6 +10,7 @@ from flask import Response as FlaskResponse
 from shared.fhir.capability import capability_statement
 from shared.fhir.interactions import FhirApi, Response, not_found_operation
 from shared.fhir.outcome import FhirError, informational, operation_outcome
+from shared.fhir.partners import idempotency_scope
 from shared.fhir.transaction import BundleProcessor
 from shared.fhir.validation import check_id, parse_json, validate_resource
 
@@ -87,6 +88,7 @@ class FhirEndpoints:
 
     def idempotent(self, scope: str, key: str | None, work: Any) -> FlaskResponse:
         """Run `work(tx) -> Response` once per key; a repeat returns the first answer, stores nothing."""
+        scope = idempotency_scope(scope)  # a referral partner never sees another caller's first answer
         with self.api.store.transaction() as tx:
             if key and (seen := tx.recall(scope, key)) is not None:
                 return fhir_response(seen["status"], seen["body"], seen["headers"])

@@ -1,20 +1,29 @@
 """Security on the running services: tokens, scopes, partner isolation, the audit trail, no PHI in logs."""
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
 
 import jwt
+import pytest
 import requests
 
 from services.aftercare.samples import subscription
-from services.intake.samples import created_id, partner_submission
+from services.intake.samples import PARTNER_SYSTEM, created_id, intake_response, partner_submission, patient, phq9
 from shared.auth import mint
+from shared.fhir.partners import PARTNER_TAG
 from tests.e2e.test_journey import JSON
 from tests.support.auth import TEST_SECRET, http, session, token
 from tests.support.events import EventWatcher
 from tests.support.processes import base_url
 
 INTAKE, CAREPLAN = base_url("intake"), base_url("careplan")
+ENCOUNTERS, AFTERCARE = base_url("encounters"), base_url("aftercare")
+ALPHA, BETA = "alpha-referrals", "beta-referrals"
+SAFETY_ALERT = phq9([2, 2, 1, 1, 2, 1, 1, 1, 1])  # so that the submission raises a Flag too
+SEARCH_BY_PATIENT = {"QuestionnaireResponse": "subject", "Observation": "subject", "ServiceRequest": "subject",
+                     "Flag": "patient"}
 
 
 def test_no_or_bad_token_is_401_with_www_authenticate_and_an_operation_outcome(suite) -> None:
@@ -147,3 +156,236 @@ def test_a_client_naming_its_organisation_subscribes_for_it_and_no_other(suite) 
     finally:
         for sid in created:
             http.delete(f"{aftercare}/Subscription/{sid}", timeout=10)
+
+
+# -- referral partners: another partner's resources are as if they did not exist ---------------------------------
+
+@dataclass(frozen=True)
+class Submission:
+    """What one referral partner submitted: its Patient's identifier and one resource of each type it owns."""
+
+    partner: str
+    identifier: str
+    bundle_id: str
+    ids: dict[str, str]
+
+    @property
+    def patient(self) -> str:
+        return self.ids["Patient"]
+
+
+def submit_as(partner: str) -> Submission:
+    identifier, bundle_id = f"{partner}-{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
+    client = session(partner=partner)
+    resp = client.post(INTAKE, json=partner_submission(identifier, bundle_id, **SAFETY_ALERT), headers=JSON,
+                       timeout=10)
+    assert resp.status_code == 200, resp.text
+    ids = {t: created_id(resp.json(), t) for t in ("Patient", "ServiceRequest", "QuestionnaireResponse")}
+    for rtype in ("Observation", "Flag"):
+        found = client.get(f"{INTAKE}/{rtype}", params={"patient": ids["Patient"]}, timeout=5).json()
+        assert found["total"] >= 1, rtype
+        ids[rtype] = found["entry"][0]["resource"]["id"]
+    return Submission(partner, identifier, bundle_id, ids)
+
+
+@pytest.fixture(scope="module")
+def alpha(suite) -> Submission:
+    return submit_as(ALPHA)
+
+
+def issues(resp: requests.Response, *ids: str) -> list[dict]:
+    """The OperationOutcome's issues, with the ids the client itself sent masked."""
+    assert resp.json()["resourceType"] == "OperationOutcome"
+    text = resp.text
+    for rid in filter(None, ids):
+        text = text.replace(rid, "<id>")
+    return json.loads(text)["issue"]
+
+
+def same_refusal(theirs: requests.Response, none: requests.Response, status: int, theirs_id: str = "",
+                 none_id: str = "") -> None:
+    assert theirs.status_code == none.status_code == status, (theirs.text, none.text)
+    assert issues(theirs, theirs_id) == issues(none, none_id)
+
+
+def test_another_partners_resources_cannot_be_read_vread_or_history_read_as_if_they_did_not_exist(
+        alpha: Submission) -> None:
+    owner, beta = session(partner=ALPHA), session(partner=BETA)
+    for rtype, rid in alpha.ids.items():
+        missing = str(uuid.uuid4())
+        for tail in ("", "/_history/1", "/_history"):
+            assert owner.get(f"{INTAKE}/{rtype}/{rid}{tail}", timeout=5).status_code == 200, (rtype, tail)
+            theirs = beta.get(f"{INTAKE}/{rtype}/{rid}{tail}", timeout=5)
+            none = beta.get(f"{INTAKE}/{rtype}/{missing}{tail}", timeout=5)
+            same_refusal(theirs, none, 404, rid, missing)
+        assert beta.get(f"{INTAKE}/{rtype}/_history", timeout=5).status_code == 403  # it would list theirs
+        assert beta.get(f"{INTAKE}/_history", timeout=5).status_code == 403
+
+
+def test_another_partners_resources_are_never_found_by_search(alpha: Submission) -> None:
+    owner, beta = session(partner=ALPHA), session(partner=BETA)
+    for rtype, rid in alpha.ids.items():
+        queries = [{"_id": rid}, {"_tag": f"{PARTNER_TAG}|{ALPHA}"}]
+        queries.append({"identifier": f"{PARTNER_SYSTEM}|{alpha.identifier}"} if rtype == "Patient"
+                       else {SEARCH_BY_PATIENT[rtype]: f"Patient/{alpha.patient}"})
+        for query in queries:
+            assert owner.get(f"{INTAKE}/{rtype}", params=query, timeout=5).json()["total"] >= 1, (rtype, query)
+            for found in (beta.get(f"{INTAKE}/{rtype}", params=query, timeout=5),
+                          beta.post(f"{INTAKE}/{rtype}/_search", data=query, timeout=5)):
+                assert found.status_code == 200 and found.json()["total"] == 0, (rtype, query)
+                assert "entry" not in found.json()
+
+
+def test_a_write_naming_another_partners_resource_is_refused_as_one_naming_nothing_and_stores_nothing(
+        alpha: Submission) -> None:
+    beta, before = session(partner=BETA), count_about(alpha)
+    own = created_id(beta.post(INTAKE, json=partner_submission(), headers=JSON, timeout=10).json(), "Patient")
+    theirs_patient, no_patient = f"Patient/{alpha.patient}", f"Patient/{uuid.uuid4()}"
+    note = {"text": "a note"}
+    writes = {
+        "QuestionnaireResponse": lambda ref: intake_response(ref),
+        "ServiceRequest": lambda ref: {"resourceType": "ServiceRequest", "status": "active", "intent": "order",
+                                       "subject": {"reference": ref}, "code": note},
+        "Observation": lambda ref: {"resourceType": "Observation", "status": "final", "code": note,
+                                    "subject": {"reference": ref}},
+        "Flag": lambda ref: {"resourceType": "Flag", "status": "active", "code": note, "subject": {"reference": ref}},
+    }
+    for rtype, build in writes.items():
+        same_refusal(beta.post(f"{INTAKE}/{rtype}", json=build(theirs_patient), headers=JSON, timeout=10),
+                     beta.post(f"{INTAKE}/{rtype}", json=build(no_patient), headers=JSON, timeout=10), 422)
+        theirs_tx = transaction({"resource": build(theirs_patient), "request": {"method": "POST", "url": rtype}})
+        none_tx = transaction({"resource": build(no_patient), "request": {"method": "POST", "url": rtype}})
+        same_refusal(beta.post(INTAKE, json=theirs_tx, headers=JSON, timeout=10),
+                     beta.post(INTAKE, json=none_tx, headers=JSON, timeout=10), 422)
+        theirs_batch = dict(theirs_tx, type="batch")
+        none_batch = dict(none_tx, type="batch")
+        entries = [beta.post(INTAKE, json=b, headers=JSON, timeout=10).json()["entry"][0]["response"]
+                   for b in (theirs_batch, none_batch)]
+        assert entries[0] == entries[1] and entries[0]["status"] == "422"
+    based_on = intake_response(f"Patient/{own}")  # its own patient, but alpha's referral
+    for sr in (alpha.ids["ServiceRequest"], str(uuid.uuid4())):
+        based_on["basedOn"] = [{"reference": f"ServiceRequest/{sr}"}]
+        refused = beta.post(f"{INTAKE}/QuestionnaireResponse", json=based_on, headers=JSON, timeout=10)
+        assert refused.status_code == 422 and issues(refused, sr)[0]["expression"] == [
+            "QuestionnaireResponse.basedOn[0]"]
+    assert count_about(alpha) == before  # nothing stored under alpha's patient or referral
+
+
+def count_about(sub: Submission) -> dict[str, int]:
+    counts = {rtype: http.get(f"{INTAKE}/{rtype}", params={SEARCH_BY_PATIENT[rtype]: f"Patient/{sub.patient}"},
+                              timeout=5).json()["total"] for rtype in SEARCH_BY_PATIENT}
+    counts["based-on"] = http.get(f"{INTAKE}/QuestionnaireResponse", timeout=5, params={
+        "based-on": f"ServiceRequest/{sub.ids['ServiceRequest']}"}).json()["total"]
+    return counts
+
+
+def transaction(*entries: dict) -> dict:
+    return {"resourceType": "Bundle", "type": "transaction",
+            "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", **e} for e in entries]}
+
+
+def test_another_partners_resources_cannot_be_updated_or_deleted_as_if_they_did_not_exist(
+        alpha: Submission) -> None:
+    owner, beta = session(partner=ALPHA), session(partner=BETA)
+    for rtype, rid in alpha.ids.items():
+        current = owner.get(f"{INTAKE}/{rtype}/{rid}", timeout=5).json()
+        missing = str(uuid.uuid4())
+        same_refusal(beta.put(f"{INTAKE}/{rtype}/{rid}", json=current, headers=JSON, timeout=10),
+                     beta.put(f"{INTAKE}/{rtype}/{missing}", json=dict(current, id=missing), headers=JSON,
+                              timeout=10), 404, rid, missing)
+        same_refusal(beta.delete(f"{INTAKE}/{rtype}/{rid}", timeout=10),
+                     beta.delete(f"{INTAKE}/{rtype}/{missing}", timeout=10), 404, rid, missing)
+        after = owner.get(f"{INTAKE}/{rtype}/{rid}", timeout=5)
+        assert after.status_code == 200 and after.json()["meta"]["versionId"] == current["meta"]["versionId"]
+
+
+def test_a_partners_conditional_reference_and_if_none_exist_never_match_another_partners_patient(suite) -> None:
+    alpha, beta = submit_as(ALPHA), session(partner=BETA)  # an identifier beta has never used
+    theirs, nobody = f"{PARTNER_SYSTEM}|{alpha.identifier}", f"{PARTNER_SYSTEM}|nobody-{uuid.uuid4().hex}"
+    answers = [transaction({"resource": intake_response(f"Patient?identifier={who}"),
+                            "request": {"method": "POST", "url": "QuestionnaireResponse"}}) for who in (theirs, nobody)]
+    same_refusal(*(beta.post(INTAKE, json=bundle, headers=JSON, timeout=10) for bundle in answers), 412)
+
+    lookups = dict(transaction({"request": {"method": "GET", "url": f"Patient/{alpha.patient}"}},
+                               {"request": {"method": "GET", "url": f"Patient?identifier={theirs}"}},
+                               {"request": {"method": "GET", "url": f"Patient?_id={alpha.patient}"}}), type="batch")
+    answered = beta.post(INTAKE, json=lookups, headers=JSON, timeout=10).json()["entry"]
+    assert answered[0]["response"]["status"] == "404"
+    assert all(e["resource"]["total"] == 0 and "entry" not in e["resource"] for e in answered[1:])
+    same_patient = patient(alpha.identifier)
+    conditional = {"resource": same_patient, "request": {"method": "POST", "url": "Patient",
+                                                         "ifNoneExist": f"identifier={theirs}"}}
+    created = beta.post(INTAKE, json=transaction(conditional), headers=JSON, timeout=10).json()["entry"][0]
+    assert created["response"]["status"] == "201 Created", created  # alpha's Patient did not match
+    own = created["resource"]["id"]
+    assert own != alpha.patient
+    batch = beta.post(INTAKE, json=dict(transaction(conditional), type="batch"), headers=JSON, timeout=10).json()
+    assert batch["entry"][0]["response"]["location"].startswith(f"Patient/{own}/")  # its own matches now
+    for headers in ({}, {"If-None-Exist": f"identifier={theirs}"}):  # the natural key, and the header
+        resp = beta.post(f"{INTAKE}/Patient", json=same_patient, headers={**JSON, **headers}, timeout=10)
+        assert resp.status_code == 200 and resp.json()["id"] == own
+
+
+def test_a_partner_repeating_another_partners_bundle_identifier_or_idempotency_key_gets_its_own_result(
+        alpha: Submission) -> None:
+    beta = session(partner=BETA)
+    repeat = beta.post(INTAKE, json=partner_submission(bundle_id=alpha.bundle_id), headers=JSON, timeout=10)
+    assert repeat.status_code == 200 and alpha.patient not in repeat.text
+    key = str(uuid.uuid4())
+    first = session(partner=ALPHA).post(f"{INTAKE}/Patient", json=patient(), timeout=10,
+                                        headers={**JSON, "Idempotency-Key": key})
+    again = beta.post(f"{INTAKE}/Patient", json=patient(), headers={**JSON, "Idempotency-Key": key}, timeout=10)
+    assert first.status_code == again.status_code == 201 and first.json()["id"] != again.json()["id"]
+
+
+def test_a_partners_audit_trail_holds_its_own_requests_only_and_names_no_other_partner(
+        alpha: Submission) -> None:
+    beta = session(partner=BETA)
+    assert beta.get(f"{INTAKE}/Patient/{alpha.patient}", timeout=5).status_code == 404  # audited as beta's
+    own = submit_as(BETA)
+    theirs_trail = http.get(f"{INTAKE}/AuditEvent", params={"patient": f"Patient/{alpha.patient}", "_count": 1000},
+                            timeout=5).json()
+    alpha_events = [e["resource"] for e in theirs_trail["entry"] if e["resource"]["agent"][0]["altId"] == ALPHA]
+    assert alpha_events  # alpha's requests are in the service's trail ...
+    for query in ({"patient": f"Patient/{alpha.patient}"}, {"patient": f"Patient/{own.patient}"}, {}):
+        found = beta.get(f"{INTAKE}/AuditEvent", params={**query, "_count": 1000}, timeout=5)
+        assert found.status_code == 200 and ALPHA not in found.text  # ... and never in beta's
+        assert {e["resource"]["agent"][0]["altId"] for e in found.json().get("entry", [])} <= {BETA}
+    mine = beta.get(f"{INTAKE}/AuditEvent", params={"patient": f"Patient/{own.patient}"}, timeout=5).json()
+    assert mine["total"] >= 1
+    event = alpha_events[0]["id"]
+    assert beta.get(f"{INTAKE}/AuditEvent/{event}", timeout=5).status_code == 404
+    assert session(partner=ALPHA).get(f"{INTAKE}/AuditEvent/{event}", timeout=5).status_code == 200
+
+
+def test_a_referral_partner_may_use_intake_only_and_there_its_own_types_and_the_questionnaire_catalogue(
+        alpha: Submission) -> None:
+    beta = session(partner=BETA)
+    for base, rtype in ((CAREPLAN, "CarePlan"), (ENCOUNTERS, "Encounter"), (AFTERCARE, "Subscription")):
+        for resp in (beta.get(f"{base}/{rtype}", timeout=5), beta.get(f"{base}/AuditEvent", timeout=5),
+                     beta.get(f"{base}/{rtype}/x", timeout=5), beta.get(f"{base}/_history", timeout=5),
+                     beta.post(base, json=dict(transaction(), type="batch"), headers=JSON, timeout=5),
+                     beta.post(f"{base}/{rtype}/$validate", json={"resourceType": rtype}, headers=JSON, timeout=5)):
+            assert resp.status_code == 403 and resp.json()["issue"][0]["code"] == "forbidden", (base, resp.text)
+        assert beta.get(f"{base}/metadata", timeout=5).status_code == 200
+    assert beta.post(f"{AFTERCARE}/Subscription/$topic-list", timeout=5).status_code == 403
+    assert beta.get(f"{INTAKE}/Questionnaire", timeout=5).json()["total"] == 4
+    catalogue = beta.get(f"{INTAKE}/Questionnaire", timeout=5).json()["entry"][0]["resource"]
+    assert beta.get(f"{INTAKE}/Questionnaire/{catalogue['id']}", timeout=5).status_code == 200
+    assert beta.put(f"{INTAKE}/Questionnaire/{catalogue['id']}", json=catalogue, headers=JSON,
+                    timeout=5).status_code == 403
+    assert beta.post(f"{INTAKE}/Patient/$validate", json=patient(), headers=JSON, timeout=5).status_code == 200
+    for operation in (f"Patient/{alpha.patient}/$everything", "Patient/$match"):
+        assert beta.post(f"{INTAKE}/{operation}", json={"resourceType": "Parameters"}, headers=JSON,
+                         timeout=5).status_code == 403
+
+
+def test_a_signed_token_whose_scope_claim_is_not_a_string_is_401(suite) -> None:
+    for scope in (42, ["system/*.cruds", 7], {"system/*": "cruds"}):
+        signed = jwt.encode({"iss": "iop-suite", "aud": "iop-suite", "sub": "x", "exp": 4102444800, "scope": scope},
+                            TEST_SECRET, "HS256")
+        for authorization in (f"Bearer {signed}", f"bearer   {signed}"):
+            resp = requests.get(f"{INTAKE}/Patient", headers={"Authorization": authorization}, timeout=5)
+            assert resp.status_code == 401 and resp.json()["resourceType"] == "OperationOutcome"
+    assert requests.get(f"{INTAKE}/Questionnaire", headers={"Authorization": f"BEARER {token()}"},
+                        timeout=5).status_code == 200
