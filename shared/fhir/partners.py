@@ -10,7 +10,9 @@ where a write refers to it, so that nothing discloses that it exists.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import Enum
 from typing import Any
 
@@ -20,6 +22,7 @@ from shared.fhir.store import Transaction
 
 PARTNER_TAG = "https://iop-suite.org/fhir/CodeSystem/referral-partner"
 VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+_bundle_creates: ContextVar[frozenset[str]] = ContextVar("bundle_creates", default=frozenset())
 
 
 class PartnerAccess(Enum):
@@ -74,6 +77,17 @@ def idempotency_scope(scope: str) -> str:
     return scope if partner is None else f"{scope}@partner:{partner}"
 
 
+@contextmanager
+def created_together(references: Iterable[str]) -> Iterator[None]:
+    """While a transaction Bundle runs: the `Type/id`s it creates. An entry may refer to one written after it (a
+    reference cycle); the Bundle is all or nothing, so each exists, as the partner's, once it commits."""
+    token = _bundle_creates.set(frozenset(references))
+    try:
+        yield
+    finally:
+        _bundle_creates.reset(token)
+
+
 def dangling_references(tx: Transaction, resource: dict[str, Any], owned_types: set[str],
                         partner: str) -> list[Issue]:
     """An issue for each relative reference to a type the partner owns that names no live resource of its own."""
@@ -81,7 +95,7 @@ def dangling_references(tx: Transaction, resource: dict[str, Any], owned_types: 
     for path, reference in references(resource, resource.get("resourceType", "")):
         rtype, _, rest = reference.partition("/")
         rid = rest.split("/_history/")[0]
-        if rtype not in owned_types or not rid or "/" in rid:
+        if rtype not in owned_types or not rid or "/" in rid or f"{rtype}/{rid}" in _bundle_creates.get():
             continue
         target = tx.read(rtype, rid)
         if target is None or target.deleted or not owned_by(target.resource, partner):

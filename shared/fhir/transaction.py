@@ -14,6 +14,7 @@ from urllib.parse import parse_qsl
 
 from shared.fhir.interactions import FhirApi, Response
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
+from shared.fhir.partners import created_together
 from shared.fhir.store import Transaction
 from shared.fhir.util import now_instant
 from shared.fhir.validation import bundle_entry_errors, validate_bundle_entries
@@ -162,6 +163,11 @@ class BundleProcessor:
         entries = copy.deepcopy(entries)
         mapping, matched = self._assign_ids(entries)
         self._resolve_conditionals(entries, mapping)
+        with created_together(mapping.values()):
+            return self._execute_all(tx, entries, mapping, matched)
+
+    def _execute_all(self, tx: Transaction, entries: list[dict], mapping: dict[str, str],
+                     matched: dict[int, Response]) -> list[dict]:
         results: dict[int, dict] = {}
         for i in processing_order(entries):
             entry = entries[i]

@@ -238,8 +238,9 @@ def test_another_partners_resources_are_never_found_by_search(alpha: Submission)
 
 def test_a_write_naming_another_partners_resource_is_refused_as_one_naming_nothing_and_stores_nothing(
         alpha: Submission) -> None:
-    beta, before = session(partner=BETA), count_about(alpha)
+    beta = session(partner=BETA)
     own = created_id(beta.post(INTAKE, json=partner_submission(), headers=JSON, timeout=10).json(), "Patient")
+    before = count_about(alpha)
     theirs_patient, no_patient = f"Patient/{alpha.patient}", f"Patient/{uuid.uuid4()}"
     note = {"text": "a note"}
     writes = {
@@ -262,6 +263,13 @@ def test_a_write_naming_another_partners_resource_is_refused_as_one_naming_nothi
         entries = [beta.post(INTAKE, json=b, headers=JSON, timeout=10).json()["entry"][0]["response"]
                    for b in (theirs_batch, none_batch)]
         assert entries[0] == entries[1] and entries[0]["status"] == "422"
+    for rtype, rid in alpha.ids.items():  # its own patient's referral, citing one of alpha's resources
+        cites = [{"resourceType": "ServiceRequest", "status": "active", "intent": "order", "code": note,
+                  "subject": {"reference": f"Patient/{own}"}, "supportingInfo": [{"reference": f"{rtype}/{cited}"}]}
+                 for cited in (rid, str(uuid.uuid4()))]
+        refused = [beta.post(f"{INTAKE}/ServiceRequest", json=c, headers=JSON, timeout=10) for c in cites]
+        same_refusal(*refused, 422)
+        assert issues(refused[0])[0]["expression"] == ["ServiceRequest.supportingInfo[0]"]
     based_on = intake_response(f"Patient/{own}")  # its own patient, but alpha's referral
     for sr in (alpha.ids["ServiceRequest"], str(uuid.uuid4())):
         based_on["basedOn"] = [{"reference": f"ServiceRequest/{sr}"}]
@@ -276,12 +284,24 @@ def count_about(sub: Submission) -> dict[str, int]:
                               timeout=5).json()["total"] for rtype in SEARCH_BY_PATIENT}
     counts["based-on"] = http.get(f"{INTAKE}/QuestionnaireResponse", timeout=5, params={
         "based-on": f"ServiceRequest/{sub.ids['ServiceRequest']}"}).json()["total"]
+    counts["referrals"] = http.get(f"{INTAKE}/ServiceRequest", params={"_count": 0}, timeout=5).json()["total"]
     return counts
 
 
 def transaction(*entries: dict) -> dict:
     return {"resourceType": "Bundle", "type": "transaction",
             "entry": [{"fullUrl": f"urn:uuid:{uuid.uuid4()}", **e} for e in entries]}
+
+
+def test_a_partners_transaction_may_refer_between_its_own_entries_in_a_cycle(suite) -> None:
+    bundle = partner_submission()  # the response is based on the referral, which cites the response
+    bundle["entry"][1]["resource"]["supportingInfo"] = [{"reference": bundle["entry"][2]["fullUrl"]}]
+    resp = session(partner=BETA).post(INTAKE, json=bundle, headers=JSON, timeout=10)
+    assert resp.status_code == 200, resp.text
+    referral = session(partner=BETA).get(f"{INTAKE}/ServiceRequest/{created_id(resp.json(), 'ServiceRequest')}",
+                                         timeout=5).json()
+    assert referral["supportingInfo"] == [
+        {"reference": f"QuestionnaireResponse/{created_id(resp.json(), 'QuestionnaireResponse')}"}]
 
 
 def test_another_partners_resources_cannot_be_updated_or_deleted_as_if_they_did_not_exist(
