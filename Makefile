@@ -8,7 +8,7 @@ KAFKA_JARS := var/kafka/lib/.resolved
 # Start our own broker unless KAFKA_BOOTSTRAP_SERVERS names an existing one.
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
 
-.PHONY: help setup run stop status test test-unit kafka-up kafka-down topics bench profile lint demo clean
+.PHONY: help setup run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ test: setup ## Run every test (unit, integration, end-to-end) against a real bro
 
 test-unit: setup ## Only the fast unit tests
 	$(PY) -m pytest -q tests/unit
+
+fuzz: setup ## A fuzzing campaign against the four services (FUZZ_REQUESTS=50000), printing what it found
+	IOP_FUZZ_PROFILE=campaign IOP_FUZZ_REQUESTS=$(or $(FUZZ_REQUESTS),50000) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
 bench: setup ## Run the benchmarks in bench/ and print their figures
 	$(PY) -m bench.run
