@@ -11,6 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 SERVICE_PORTS = {"intake": 8081, "careplan": 8082, "encounters": 8083, "aftercare": 8084}
+# FULL syncs the WAL on every commit; NORMAL only at checkpoints, so a power loss may take the last commits.
+SQLITE_SYNCHRONOUS = ("FULL", "NORMAL")
 # How long a busy consumer lets records gather before its next fetch. Careplan and encounters answer a
 # partner's intake (plan, sessions) and fetch at once; EHR deliveries can wait a little to be fetched together.
 CONSUMER_LINGER_MS = {"aftercare": 20}
@@ -32,6 +34,15 @@ def env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def sqlite_synchronous() -> str:
+    """IOP_SQLITE_SYNCHRONOUS, refused by name unless it is one the README explains."""
+    raw = env_str("IOP_SQLITE_SYNCHRONOUS", "")
+    value = raw.strip().upper() or "FULL"
+    if value not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"IOP_SQLITE_SYNCHRONOUS must be one of {', '.join(SQLITE_SYNCHRONOUS)}, not {raw!r}")
+    return value
+
+
 @dataclass
 class Settings:
     """What one service process needs to know about its surroundings."""
@@ -41,6 +52,7 @@ class Settings:
     database: str = ""
     base_url: str = ""
     kafka_bootstrap: str = field(default_factory=lambda: env_str("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"))
+    sqlite_synchronous: str = field(default_factory=sqlite_synchronous)
     max_body_bytes: int = field(default_factory=lambda: env_int("IOP_MAX_BODY_BYTES", 5 * 1024 * 1024))
     log_level: str = field(default_factory=lambda: env_str("IOP_LOG_LEVEL", "INFO"))
     consumer_max_attempts: int = field(default_factory=lambda: env_int("IOP_CONSUMER_MAX_ATTEMPTS", 5))

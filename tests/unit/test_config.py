@@ -27,3 +27,17 @@ def test_only_aftercare_lingers_by_default_and_each_service_can_be_set(monkeypat
     monkeypatch.setenv("IOP_ENCOUNTERS_LINGER_MS", "50")
     assert Settings(service="aftercare").consumer_linger_ms == 0
     assert Settings(service="encounters").consumer_linger_ms == 50
+
+
+def test_commits_are_durable_by_default_and_normal_can_be_chosen(monkeypatch) -> None:
+    monkeypatch.delenv("IOP_SQLITE_SYNCHRONOUS", raising=False)
+    assert Settings(service="intake").sqlite_synchronous == "FULL"
+    monkeypatch.setenv("IOP_SQLITE_SYNCHRONOUS", "normal")
+    assert Settings(service="intake").sqlite_synchronous == "NORMAL"
+
+
+@pytest.mark.parametrize("value", ["OFF", "EXTRA", "0", "fast"])
+def test_an_unknown_sqlite_synchronous_is_refused_by_name(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("IOP_SQLITE_SYNCHRONOUS", value)
+    with pytest.raises(ValueError, match="IOP_SQLITE_SYNCHRONOUS must be one of FULL, NORMAL"):
+        Settings(service="intake")
