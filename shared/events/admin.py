@@ -2,6 +2,8 @@
 
     python -m shared.events.admin wait [--timeout 90] [--pid PID]
     python -m shared.events.admin topics
+
+Both talk to KAFKA_BOOTSTRAP_SERVERS, else to the local broker on IOP_KAFKA_PORT (shared.config).
 """
 from __future__ import annotations
 
@@ -14,11 +16,12 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from shared.config import kafka_bootstrap
 from shared.events.catalogue import ALL_TOPICS, PARTITIONS
 
 
 def bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    return kafka_bootstrap()
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_kafka(servers, args.timeout, args.pid)
         else:
             created = create_topics(servers)
-            print(f"topics: {len(ALL_TOPICS)} present ({len(created)} created)")
+            print(f"topics: {len(ALL_TOPICS)} present at {servers} ({len(created)} created)")
     except (RuntimeError, TimeoutError) as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1
