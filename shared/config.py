@@ -80,7 +80,7 @@ class Settings:
     auth_hs256_secret: str = field(default_factory=lambda: env_str("IOP_AUTH_HS256_SECRET", ""))
     auth_jwks: str = field(default_factory=lambda: env_str("IOP_AUTH_JWKS", ""))
     auth_open_paths: str = field(default_factory=lambda: env_str("IOP_AUTH_OPEN_PATHS", "/healthz,/readyz,/metrics"))
-    kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", True))
+    kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", False))
 
     def __post_init__(self) -> None:
         prefix = f"IOP_{self.service.upper()}_"

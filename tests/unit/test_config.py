@@ -72,3 +72,10 @@ def test_an_unknown_sqlite_synchronous_is_refused_by_name(monkeypatch, value: st
     monkeypatch.setenv("IOP_SQLITE_SYNCHRONOUS", value)
     with pytest.raises(ValueError, match="IOP_SQLITE_SYNCHRONOUS must be one of FULL, NORMAL"):
         Settings(service="intake")
+
+
+def test_ready_does_not_require_kafka_unless_asked(monkeypatch) -> None:
+    monkeypatch.delenv("IOP_READY_REQUIRES_KAFKA", raising=False)
+    assert Settings(service="intake").kafka_required is False
+    monkeypatch.setenv("IOP_READY_REQUIRES_KAFKA", "1")
+    assert Settings(service="intake").kafka_required is True
