@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from shared.fhir.dates import date_range
+from shared.fhir.numbers import parse_int
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.registry import ResourceDef
 from shared.fhir.search import condition, date_bounds, date_sql
 
 MAX_COUNT = 1000
+MAX_OFFSET = 10**9
 DEFAULT_COUNT = 50
 CONTROL = {"_count", "_offset", "_sort", "_format", "_pretty", "_summary", "_total", "_elements"}
+HISTORY_CONTROL = {"_format", "_pretty", "_summary", "_elements"}  # accepted, shape nothing here
 
 
 @dataclass
@@ -21,14 +25,16 @@ class Query:
     offset: int = 0
 
 
+@dataclass
+class HistoryQuery:
+    since: str | None = None  # UTC instant, as the store compares it
+    used: list[tuple[str, str]] = field(default_factory=list)
+    count: int = DEFAULT_COUNT
+    offset: int = 0
+
+
 def _int_param(name: str, raw: str, low: int, high: int) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise FhirError(400, [Issue(f"{name} must be an integer", expression=name)]) from None
-    if not low <= value:
-        raise FhirError(400, [Issue(f"{name} must be at least {low}", expression=name)])
-    return min(value, high)
+    return parse_int(raw, name, low, high, cap=True)
 
 
 def _sort_clause(rdef: ResourceDef, raw: str) -> str:
@@ -75,4 +81,26 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -
         elif strict:
             raise FhirError(400, [Issue(f"unknown search parameter {name} for {rdef.type}", code="not-supported",
                                         expression=name)])
+    return q
+
+
+def parse_history(items: list[tuple[str, str]], strict: bool) -> HistoryQuery:
+    """_count, _offset and _since of a history request; _at, _list and unknown parameters are not
+    supported: ignored (and left out of the self link), or 400 under `Prefer: handling=strict`."""
+    q = HistoryQuery()
+    for name, raw in items:
+        if name == "_count":
+            q.count = _int_param("_count", raw, 0, MAX_COUNT)
+        elif name == "_offset":
+            q.offset = _int_param("_offset", raw, 0, MAX_OFFSET)
+        elif name == "_since":
+            bounds = date_range(raw)
+            if bounds is None:
+                raise FhirError(400, [Issue("_since must be a FHIR instant such as 2025-03-04T10:00:00Z",
+                                            expression="_since")])
+            q.since = bounds[0]  # compared as stored, so normalised to UTC milliseconds first
+            q.used = [(k, v) for k, v in q.used if k != "_since"] + [(name, raw)]
+        elif strict and name not in HISTORY_CONTROL:
+            raise FhirError(400, [Issue(f"history parameter {name} is not supported here; use _since, _count "
+                                        f"and _offset", code="not-supported", expression=name)])
     return q
