@@ -18,7 +18,7 @@ start() {
     local port; port=$(port_of "$s")
     if ! alive "$run/$s-web.pid"; then
       "$root/.venv/bin/gunicorn" --chdir "$root" --bind "127.0.0.1:$port" --workers "${IOP_WEB_WORKERS:-2}" \
-        --threads "${IOP_WEB_THREADS:-4}" --pid "$run/$s-web.pid" --daemon \
+        --threads "${IOP_WEB_THREADS:-4}" --worker-class shared.serving.FhirWorker --pid "$run/$s-web.pid" --daemon \
         --error-logfile "$var/log/$s-web.log" "services.$s.app:create_app()"
     fi
     if ! alive "$run/$s-worker.pid"; then

@@ -144,6 +144,8 @@ class TokenVerifier:
         except jwt.exceptions.PyJWKClientError:
             raise unauthorized("the token's signing key could not be found") from None
         organization, scope = claims.get("organization"), claims.get("scope") or claims.get("scp") or ""
+        if not isinstance(scope, str) and not (isinstance(scope, list) and all(isinstance(s, str) for s in scope)):
+            raise unauthorized("the token's scope claim must be a string of space-separated scopes")
         return Principal(claims["sub"], claims.get("client_id") or claims.get("azp"), claims.get("partner"),
                          parse_scopes(scope), organization if isinstance(organization, str) and organization else None,
                          has_patient_scopes(scope))

@@ -35,7 +35,7 @@ def accepts_json(accept: str | None) -> bool:
 
 def format_is_json(requested: str) -> bool:
     """Whether a `_format` value (json, or a JSON media type with parameters) asks for what this server writes."""
-    mimetype, options = parse_options_header(requested.strip())
+    mimetype, options = parse_options_header(requested.strip().replace(" ", "+"))  # an unescaped + in a URL
     return FORMAT_ALIASES.get(mimetype.lower(), mimetype.lower()) in PRODUCED and _fhir_version_ok(options)
 
 
