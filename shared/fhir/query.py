@@ -67,8 +67,13 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -
             q.used.append((key, raw))
         elif name in CONTROL:
             continue
+        elif name in ("_id", "_lastUpdated") and modifier:
+            raise FhirError(400, [Issue(f"search parameter {name} takes no modifier here", code="not-supported",
+                                        expression=key)])
         elif name == "_id":
-            ids = raw.split(",")
+            ids = [i for i in raw.split(",") if i]
+            if not ids:
+                raise FhirError(400, [Issue("search parameter _id: empty value", expression="_id")])
             q.where.append(("r.id IN (" + ",".join("?" * len(ids)) + ")", ids))
             q.used.append((key, raw))
         elif name == "_lastUpdated":

@@ -105,6 +105,18 @@ def test_a_huge_count_or_offset_is_capped_not_an_overflow(open_service: Callable
         assert fhir.get(f"/fhir/Goal/_history?{query}").status_code == 200
 
 
+@pytest.mark.parametrize("query", ["lifecycle-status:not=active", "patient:exact=x", "patient:missing=maybe",
+                                   "start-date:above=2025", "_id=", "_id=,", "_id:missing=true", "_lastUpdated:x=2025"])
+def test_a_modifier_or_value_the_server_does_not_support_is_400(open_service: Callable[..., Fhir], query: str) -> None:
+    fhir = open_service("careplan")
+    fhir.create(minimal("Goal", ALICE))
+
+    assert_outcome(fhir.get(f"/fhir/Goal?{query}"), 400, expression=query.split("=")[0])
+    assert_outcome(fhir.post("/fhir/Goal", minimal("Goal", ALICE), headers={"If-None-Exist": query}), 400)
+    assert fhir.history_total("Goal") == 1
+    assert fhir.search("Goal", "subject:Patient=" + ALICE)["total"] == 1
+
+
 # -- dates at the calendar's edge -----------------------------------------------------------------
 
 
