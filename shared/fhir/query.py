@@ -14,6 +14,22 @@ MAX_OFFSET = 10**9
 DEFAULT_COUNT = 50
 CONTROL = {"_count", "_offset", "_sort", "_format", "_pretty", "_summary", "_total", "_elements"}
 HISTORY_CONTROL = {"_format", "_pretty", "_summary", "_elements"}  # accepted, shape nothing here
+# What one search may ask of SQLite, whose expression trees stop at a depth of 1000: a client needing more
+# searches in pages of criteria.
+MAX_CRITERIA, MAX_ALTERNATIVES, MAX_IDS, MAX_SORT_KEYS = 64, 100, 1000, 8
+
+
+def _too_costly(message: str, expression: str) -> FhirError:
+    return FhirError(400, [Issue(message, code="too-costly", expression=expression)])
+
+
+def _bounded(q: Query, key: str, raw: str) -> None:
+    """Refuse a search too large to run: too many criteria, or too many values in one."""
+    if len(q.where) >= MAX_CRITERIA:
+        raise _too_costly(f"a search takes at most {MAX_CRITERIA} criteria", key)
+    limit = MAX_IDS if key == "_id" else MAX_SORT_KEYS if key == "_sort" else MAX_ALTERNATIVES
+    if raw.count(",") >= limit:
+        raise _too_costly(f"{key} takes at most {limit} comma-separated values", key)
 
 
 @dataclass
@@ -61,8 +77,9 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -
         if name == "_count":
             q.count = _int_param("_count", raw, 0, MAX_COUNT)
         elif name == "_offset":
-            q.offset = _int_param("_offset", raw, 0, 10**9)
+            q.offset = _int_param("_offset", raw, 0, MAX_OFFSET)
         elif name == "_sort":
+            _bounded(q, name, raw)
             q.order = _sort_clause(rdef, raw)
             q.used.append((key, raw))
         elif name in CONTROL:
@@ -71,16 +88,19 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -
             raise FhirError(400, [Issue(f"search parameter {name} takes no modifier here", code="not-supported",
                                         expression=key)])
         elif name == "_id":
+            _bounded(q, name, raw)
             ids = [i for i in raw.split(",") if i]
             if not ids:
                 raise FhirError(400, [Issue("search parameter _id: empty value", expression="_id")])
             q.where.append(("r.id IN (" + ",".join("?" * len(ids)) + ")", ids))
             q.used.append((key, raw))
         elif name == "_lastUpdated":
+            _bounded(q, name, raw)
             prefix, lo, hi = date_bounds(name, raw)
             q.where.append(date_sql(prefix, lo, hi, "r.last_updated", "r.last_updated"))
             q.used.append((key, raw))
         elif (param := rdef.param(name)) is not None:
+            _bounded(q, key, raw)
             q.where.append(condition(param, modifier, raw))
             q.used.append((key, raw))
         elif strict:

@@ -117,6 +117,15 @@ def test_a_modifier_or_value_the_server_does_not_support_is_400(open_service: Ca
     assert fhir.search("Goal", "subject:Patient=" + ALICE)["total"] == 1
 
 
+@pytest.mark.parametrize("form", ["&".join(["_tag=x"] * 1200), "lifecycle-status=" + ",".join(["a"] * 1200),
+                                  "_sort=" + ",".join(["start-date"] * 1200), "_id=" + ",".join(["i"] * 2000)],
+                         ids=["criteria", "alternatives", "sort-keys", "ids"])
+def test_a_search_too_large_to_run_is_400(open_service: Callable[..., Fhir], form: str) -> None:
+    resp = open_service("careplan").post("/fhir/Goal/_search", form, content_type="application/x-www-form-urlencoded")
+
+    assert_outcome(resp, 400, code="too-costly")
+
+
 # -- dates at the calendar's edge -----------------------------------------------------------------
 
 
