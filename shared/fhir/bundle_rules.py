@@ -5,6 +5,7 @@ from typing import Any
 
 from shared.fhir.outcome import FhirError, Issue
 
+MAX_ENTRIES = 10_000  # well past any partner's submission; a larger batch is split by its sender
 _ENTRY_PARTS = {"fullUrl": str, "resource": dict, "request": dict, "search": dict, "response": dict}
 _REQUEST_PARTS = ("method", "url", "ifNoneExist", "ifMatch", "ifNoneMatch", "ifModifiedSince")
 
@@ -37,6 +38,10 @@ def _shape_issues(bundle: dict[str, Any]) -> list[Issue]:
 def bundle_shape(bundle: dict[str, Any]) -> dict[str, Any]:
     """`bundle` itself when its entries are objects whose request, resource and fullUrl have the JSON types the
     server reads before validating (access checks, idempotency keys); else FhirError 400. Returns the Bundle."""
+    entries = bundle.get("entry")
+    if isinstance(entries, list) and len(entries) > MAX_ENTRIES:
+        raise FhirError(413, [Issue(f"a batch or transaction takes at most {MAX_ENTRIES} entries", code="too-costly",
+                                    expression="Bundle.entry")])
     issues = _shape_issues(bundle)
     if issues:
         raise FhirError(400, issues)

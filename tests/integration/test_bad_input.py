@@ -171,6 +171,15 @@ def test_a_bundle_whose_entries_are_not_objects_is_400_at_every_base(open_servic
     assert (fhir.history_total(), outbox_size(fhir)) == before
 
 
+def test_a_bundle_of_more_entries_than_the_server_takes_is_413(open_service: Callable[..., Fhir]) -> None:
+    fhir = open_service("careplan", max_body_bytes=5 * 1024 * 1024)
+    entries = [{"request": {"method": "GET", "url": "Goal"}}] * 10_001
+
+    resp = fhir.post("/fhir", {"resourceType": "Bundle", "type": "batch", "entry": entries})
+
+    assert_outcome(resp, 413, expression="Bundle.entry", code="too-costly")
+
+
 def goal_entry(n: int, **resource: Any) -> dict[str, Any]:
     goal = {**minimal("Goal", ALICE), **resource}
     return {"fullUrl": URN.format(n), "resource": goal, "request": {"method": "POST", "url": "Goal"}}
