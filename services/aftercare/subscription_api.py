@@ -8,6 +8,7 @@ from typing import Any
 from services.aftercare import notifications
 from services.aftercare.delivery import counter_key, secret_key
 from services.aftercare.subscriptions import (
+    CONTENTS,
     HMAC_SECRET,
     RECIPIENT,
     parse_subscription,
@@ -175,7 +176,9 @@ def events(api: FhirApi, rid: str | None, args: list[tuple[str, str]], body: dic
     items = [i for i in api.store.work(f"sub:{sub.id}", NUMBERED, 10000, (since, until)) if i.number]
     found = [notifications.NotificationEvent(i.number, i.body["time"], i.body["focus"], tuple(i.body["resources"]),
                                              i.body.get("source_base")) for i in sorted(items, key=lambda i: i.number)]
-    if params.get("content") in ("id-only", "full-resource", "empty"):
+    if "content" in params:
+        if params["content"] not in CONTENTS:
+            raise FhirError.single(400, f"content must be one of {', '.join(CONTENTS)}", expression="content")
         spec = type(spec)(**{**spec.__dict__, "content": params["content"]})
     return 200, notifications.notification_bundle(spec, sub.id, sub.resource["status"], "query-event", found, count,
                                                   api.base)

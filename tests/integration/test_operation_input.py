@@ -125,6 +125,7 @@ def test_operations_that_change_nothing_still_answer_get(open_service: Callable[
                  f"/fhir/Subscription/{sub}/$events", f"/fhir/Subscription/$status?id={sub}"):
         assert fhir.get(path).status_code == 200, path
     assert_outcome(fhir.get(f"/fhir/Subscription/{sub}/$status?colour=blue"), 400, expression="colour")
+    assert_outcome(fhir.get(f"/fhir/Subscription/{sub}/$events?content=everything"), 400, expression="content")
 
 
 # -- $graduate on every CarePlan the service accepts ----------------------------------------------
