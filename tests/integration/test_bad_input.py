@@ -6,6 +6,7 @@ on a temporary store (Flask's test client, as tests/integration/test_fhir_confor
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -143,6 +144,34 @@ def test_an_encounter_at_the_calendars_edge_is_stored_and_found(open_service: Ca
     escaped = instant.replace("+", "%2B")
     assert fhir.get(f"/fhir/Encounter?_lastUpdated=le{escaped}").status_code == 200
     assert fhir.get(f"/fhir/Encounter?date=ge{escaped}").status_code == 200
+
+
+def element_paths(node: Any, path: tuple = ()) -> list[tuple]:
+    """Every element path of a resource, as key and index steps."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else []
+    return [p for key, value in children for p in ((*path, key), *element_paths(value, (*path, key)))]
+
+
+MUTATIONS = [None, True, 5, 10**30, [], [None], [1], {}, {"x": 1}, "", "x", EDGE_LATE, EDGE_EARLY, "2024"]
+
+
+def test_an_encounter_with_any_element_broken_is_refused_or_stored_never_a_server_error(
+        open_service: Callable[..., Fhir]) -> None:
+    fhir = open_service("encounters")
+    valid = minimal("Encounter", ALICE)
+    for path in element_paths(valid):
+        for value in MUTATIONS:
+            mutated = copy.deepcopy(valid)
+            node = mutated
+            for step in path[:-1]:
+                node = node[step]
+            node[path[-1]] = value
+            before = fhir.history_total("Encounter")
+            resp = fhir.post("/fhir/Encounter", mutated)
+            assert resp.status_code in (201, 400, 409, 422), (path, value, resp.get_data(as_text=True))
+            if resp.status_code != 201:
+                assert_outcome(resp, resp.status_code)
+                assert fhir.history_total("Encounter") == before
 
 
 # -- Bundles whose entries cannot be read ---------------------------------------------------------
