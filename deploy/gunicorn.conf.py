@@ -28,6 +28,8 @@ threads = int(os.environ.get("IOP_WEB_THREADS") or 4)
 errorlog = "-"
 accesslog = None  # the application logs every write and every error itself (shared/web.py)
 logger_class = JsonLogger
+# gunicorn's own refusals (414, 431, a malformed request) as OperationOutcomes, like every other error.
+worker_class = "shared.serving.FhirWorker"
 # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which every service
 # and every instance would share, so that `gunicornc` would reach whichever bound it last.
 control_socket_disable = True

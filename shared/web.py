@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,8 @@ SMART_SECURITY = {
                    "system/CarePlan.rs or user/*.cruds (v1 .read/.write accepted).",
 }
 log = get_logger("iop.web")
+DRAIN_FACTOR = 4     # how much of an unread request body is read before answering, in IOP_MAX_BODY_BYTES
+DRAIN_SECONDS = 10.0
 
 
 class KafkaProbe:
@@ -113,9 +117,53 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> FlaskResponse:
-        log.error("unhandled error", exc_info=True, path=request.path, method=request.method)
-        return fhir_response(500, operation_outcome([Issue("internal error; the request was not applied",
-                                                           code="exception", severity="fatal")]))
+        incident = str(uuid.uuid4())
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        # The frames, never the exception's message: it may quote what the client sent (PHI).
+        log.error("unhandled error", incident=incident, route=route, method=request.method,
+                  error=type(exc).__name__, frames=stack_frames(exc))
+        return fhir_response(500, operation_outcome([Issue(
+            f"internal error; the request was not applied. Incident {incident} in the server log.",
+            code="exception", severity="fatal")]), {"X-Incident-Id": incident})
+
+
+def stack_frames(exc: BaseException) -> list[str]:
+    """Where an exception was raised, innermost last, as file:line in function (no values, no message)."""
+    return [f"{frame.filename.rsplit('/site-packages/', 1)[-1]}:{frame.lineno} in {frame.name}"
+            for frame in traceback.extract_tb(exc.__traceback__)]
+
+
+def _register_body_drain(app: Flask, max_body_bytes: int) -> None:
+    """Read what is left of a request body before answering, so the answer arrives.
+
+    A client still sending a body the server will not read (too large: 413; refused first: 401, 415, 404)
+    gets its connection reset once the server closes it, before it can read the answer; gunicorn itself
+    drains only 64 KiB. Up to DRAIN_FACTOR times IOP_MAX_BODY_BYTES is read and discarded, for at most
+    DRAIN_SECONDS; a larger or slower body is left, and that client may see the reset.
+    """
+    limit = DRAIN_FACTOR * max_body_bytes
+
+    @app.after_request
+    def drain(resp: FlaskResponse) -> FlaskResponse:
+        length = request.content_length
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if (length or chunked) and (length or 0) <= limit:
+            drain_input(request.environ.get("wsgi.input"), limit)
+        return resp
+
+
+def drain_input(stream: Any, limit: int) -> int:
+    """Read and discard up to `limit` bytes of a WSGI input stream; the number of bytes read."""
+    read, deadline = 0, time.monotonic() + DRAIN_SECONDS
+    while stream is not None and read < limit and time.monotonic() < deadline:
+        try:
+            chunk = stream.read(min(64 * 1024, limit - read))
+        except (OSError, ValueError):  # the client went away, or the stream is closed
+            break
+        if not chunk:
+            break
+        read += len(chunk)
+    return read
 
 
 def _store_state(store: SQLiteStore) -> str:
@@ -177,6 +225,7 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     ctx = ServiceContext(settings, store, registry, api, Metrics(), KafkaProbe(settings.kafka_bootstrap))
     app.extensions["iop"] = ctx
     _register_errors(app)
+    _register_body_drain(app, settings.max_body_bytes)
     _register_observability(app, ctx)
     access.install(app, settings, api)
     mount_fhir(app, FhirEndpoints(api, VERSION, security or SMART_SECURITY))
