@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-KAFKA_JARS := var/kafka/lib/.resolved
-# Start our own broker unless KAFKA_BOOTSTRAP_SERVERS names an existing one.
+KAFKA_JARS := $(or $(IOP_VAR_DIR),var)/kafka/lib/.resolved
+# Start our own broker unless KAFKA_BOOTSTRAP_SERVERS names an existing one; the topics and the services then
+# find it on IOP_KAFKA_PORT (shared/config.py), so moving that port moves everything.
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
 
 .PHONY: help setup run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
@@ -24,7 +25,7 @@ $(KAFKA_JARS): deploy/kafka/pom.xml
 
 setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies and Kafka jars (quick when done)
 
-kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092) and wait until it answers
+kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KAFKA_PORT) and wait until it answers
 	deploy/kafka/kafka.sh start
 
 kafka-down: ## Stop the local Kafka broker

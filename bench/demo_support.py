@@ -13,9 +13,9 @@ import requests
 from kafka import KafkaAdminClient
 
 from bench.watch import Seen, TopicWatcher
-from shared.config import ROOT, SERVICE_PORTS
+from shared.config import ROOT, SERVICE_PORTS, kafka_bootstrap
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+BOOTSTRAP = kafka_bootstrap()
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 PARTNER_SCOPES = "system/Patient.cr system/ServiceRequest.cr system/QuestionnaireResponse.cr"
 

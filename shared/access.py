@@ -8,6 +8,7 @@ from flask import Flask, Response, g, request
 
 from shared.auth import Principal, TokenVerifier, current_principal, dev_secret, forbidden
 from shared.config import Settings
+from shared.fhir.bundle_rules import bundle_shape
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
 from shared.fhir.partners import tag_partner
@@ -90,7 +91,7 @@ def install(app: Flask, settings: Settings, api: FhirApi) -> None:
             g.needed = needed(api, request.url_rule.rule, request.method, request.view_args or {})
             if request.url_rule.rule in ("/fhir", "/fhir/") and request.method == "POST":
                 body = parse_json(request.get_data(cache=True))
-                g.needed = bundle_needs(body) if body.get("resourceType") == "Bundle" else []
+                g.needed = bundle_needs(bundle_shape(body)) if body.get("resourceType") == "Bundle" else []
             authorize(principal, g.needed)
             if principal.partner:
                 api.registry.check_partner(g.needed, operation_of(api.registry, request.url_rule.rule,

@@ -3,20 +3,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 from kafka import KafkaConsumer
 
 from shared.auth import dev_secret, mint
-from shared.config import Settings
+from shared.config import Settings, kafka_bootstrap
 from shared.events import dlq
 from shared.events.catalogue import ALL_TOPICS
 
 
 def _servers() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    return kafka_bootstrap()
 
 
 def _headers(record_headers: list[tuple[str, bytes]] | None) -> dict[str, str]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,23 +31,45 @@ SMART_SECURITY = {
                    "system/CarePlan.rs or user/*.cruds (v1 .read/.write accepted).",
 }
 log = get_logger("iop.web")
+DRAIN_FACTOR = 4     # how much of an unread request body is read before answering, in IOP_MAX_BODY_BYTES
+DRAIN_SECONDS = 10.0
 
 
 class KafkaProbe:
-    """Answers 'is the broker reachable' with a real API round trip, cached for a second."""
+    """Kafka's state from a real API round trip: "ok", "unreachable", or "unknown" before the first answer.
 
-    def __init__(self, servers: str) -> None:
-        self.servers = servers
+    The round trip runs in a background thread, one at a time and at most once a second, and a caller waits
+    for it only `wait_s`: against a dead broker a connection attempt takes seconds, longer than a load
+    balancer's probe timeout, and /readyz must answer quickly whatever Kafka does. The first answer may wait
+    `first_wait_s`, so that a process just started reports what it found rather than "unknown".
+    """
+
+    def __init__(self, servers: str, wait_s: float = 0.5, first_wait_s: float = 3.0) -> None:
+        self.servers, self.wait_s, self.first_wait_s = servers, wait_s, first_wait_s
         self._admin: Any = None
-        self._checked_at, self._ok, self._lock = 0.0, False, threading.Lock()
+        self._state, self._checked_at, self._probing = "unknown", float("-inf"), threading.Event()
+        self._probing.set()
+        self._lock = threading.Lock()
+
+    def state(self) -> str:
+        with self._lock:
+            stale = time.monotonic() - self._checked_at >= 1.0
+            if stale and self._probing.is_set():
+                self._probing = threading.Event()
+                threading.Thread(target=self._refresh, args=(self._probing,), name="kafka-probe", daemon=True).start()
+            probing = self._probing
+        if stale:
+            probing.wait(self.first_wait_s if self._state == "unknown" else self.wait_s)
+        return self._state
 
     def reachable(self) -> bool:
+        return self.state() == "ok"
+
+    def _refresh(self, done: threading.Event) -> None:
+        state = "ok" if self._probe() else "unreachable"
         with self._lock:
-            if time.monotonic() - self._checked_at < 1.0:
-                return self._ok
-            self._ok = self._probe()
-            self._checked_at = time.monotonic()
-            return self._ok
+            self._state, self._checked_at = state, time.monotonic()
+        done.set()
 
     def _probe(self) -> bool:
         from kafka import KafkaAdminClient
@@ -93,9 +117,61 @@ def _register_errors(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> FlaskResponse:
-        log.error("unhandled error", exc_info=True, path=request.path, method=request.method)
-        return fhir_response(500, operation_outcome([Issue("internal error; the request was not applied",
-                                                           code="exception", severity="fatal")]))
+        incident = str(uuid.uuid4())
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        # The frames, never the exception's message: it may quote what the client sent (PHI).
+        log.error("unhandled error", incident=incident, route=route, method=request.method,
+                  error=type(exc).__name__, frames=stack_frames(exc))
+        return fhir_response(500, operation_outcome([Issue(
+            f"internal error; the request was not applied. Incident {incident} in the server log.",
+            code="exception", severity="fatal")]), {"X-Incident-Id": incident})
+
+
+def stack_frames(exc: BaseException) -> list[str]:
+    """Where an exception was raised, innermost last, as file:line in function (no values, no message)."""
+    return [f"{frame.filename.rsplit('/site-packages/', 1)[-1]}:{frame.lineno} in {frame.name}"
+            for frame in traceback.extract_tb(exc.__traceback__)]
+
+
+def _register_body_drain(app: Flask, max_body_bytes: int) -> None:
+    """Read what is left of a request body before answering, so the answer arrives.
+
+    A client still sending a body the server will not read (too large: 413; refused first: 401, 415, 404)
+    gets its connection reset once the server closes it, before it can read the answer; gunicorn itself
+    drains only 64 KiB. Up to DRAIN_FACTOR times IOP_MAX_BODY_BYTES is read and discarded, for at most
+    DRAIN_SECONDS; a larger or slower body is left, and that client may see the reset.
+    """
+    limit = DRAIN_FACTOR * max_body_bytes
+
+    @app.after_request
+    def drain(resp: FlaskResponse) -> FlaskResponse:
+        length = request.content_length
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        if (length or chunked) and (length or 0) <= limit:
+            drain_input(request.environ.get("wsgi.input"), limit)
+        return resp
+
+
+def drain_input(stream: Any, limit: int) -> int:
+    """Read and discard up to `limit` bytes of a WSGI input stream; the number of bytes read."""
+    read, deadline = 0, time.monotonic() + DRAIN_SECONDS
+    while stream is not None and read < limit and time.monotonic() < deadline:
+        try:
+            chunk = stream.read(min(64 * 1024, limit - read))
+        except (OSError, ValueError):  # the client went away, or the stream is closed
+            break
+        if not chunk:
+            break
+        read += len(chunk)
+    return read
+
+
+def _store_state(store: SQLiteStore) -> str:
+    try:
+        store.ping()
+        return "ok"
+    except Exception:  # noqa: BLE001 - any failure means the store cannot serve
+        return "unreachable"
 
 
 def _register_observability(app: Flask, ctx: ServiceContext) -> None:
@@ -120,19 +196,19 @@ def _register_observability(app: Flask, ctx: ServiceContext) -> None:
 
     @app.get("/readyz")
     def readyz() -> FlaskResponse:
-        checks: dict[str, str] = {}
-        try:
-            ctx.store.ping()
-            checks["store"] = "ok"
-        except Exception:  # noqa: BLE001
-            checks["store"] = "unreachable"
-        checks["kafka"] = "ok" if ctx.kafka.reachable() else "unreachable"
-        ready = checks["store"] == "ok" and (checks["kafka"] == "ok" or not ctx.settings.kafka_required)
-        return fhir_response(200 if ready else 503, {"status": "ready" if ready else "not-ready", "checks": checks})
+        # Ready means able to serve requests, which needs the store; while Kafka is away writes still
+        # commit and the outbox keeps their events, so Kafka is a degraded detail unless configured otherwise.
+        checks = {"store": _store_state(ctx.store), "kafka": ctx.kafka.state()}
+        required = ("store", "kafka") if ctx.settings.kafka_required else ("store",)
+        ready = all(checks[name] == "ok" for name in required)
+        degraded = [name for name, state in checks.items() if state != "ok" and name not in required]
+        return fhir_response(200 if ready else 503, {"status": "ready" if ready else "not-ready", "checks": checks,
+                                                     "degraded": degraded})
 
     @app.get("/metrics")
     def metrics() -> FlaskResponse:
-        gauges = {("iop_outbox_unsent", ()): float(len(ctx.store.unsent_events(10000)))}
+        gauges = {("iop_outbox_unsent", ()): float(len(ctx.store.unsent_events(10000))),
+                  ("iop_kafka_up", ()): 1.0 if ctx.kafka.reachable() else 0.0}
         for name, value in ctx.store.values_with_prefix("lag:"):
             _, group, topic = name.split(":", 2)
             gauges[("iop_consumer_lag", (("group", group), ("topic", topic)))] = float(value)
@@ -149,6 +225,7 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     ctx = ServiceContext(settings, store, registry, api, Metrics(), KafkaProbe(settings.kafka_bootstrap))
     app.extensions["iop"] = ctx
     _register_errors(app)
+    _register_body_drain(app, settings.max_body_bytes)
     _register_observability(app, ctx)
     access.install(app, settings, api)
     mount_fhir(app, FhirEndpoints(api, VERSION, security or SMART_SECURITY))

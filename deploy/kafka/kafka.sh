@@ -17,12 +17,27 @@ config=$var/kafka/server.properties
 heap=${IOP_KAFKA_HEAP:-512m}
 port=${IOP_KAFKA_PORT:-9092}
 controller_port=${IOP_KAFKA_CONTROLLER_PORT:-9093}
-python=${PYTHON:-$root/.venv/bin/python}
+# The venv's interpreter (it has kafka-python); $PYTHON only names the one that builds the venv.
+python=$root/.venv/bin/python
 jopts=(-Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
        -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
        -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$var/kafka")
 
-running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
+# The pid file names our broker only while that pid runs (a zombie does not) with this instance's
+# config: a pid is reused, and another instance keeps its own var dir.
+running() {
+  local pid stat cmd; pid=$(cat "$pidfile" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 1
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }; [[ ${stat%% *} != [ZX] ]] || return 1
+  cmd=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) && [[ $cmd == *"kafka.Kafka $config"* ]]
+}
+in_use() { (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+abandon() {  # a broker of ours that did not come up must not linger
+  local pid; pid=$(cat "$pidfile")
+  kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$pidfile"
+}
 
 jars() {
   if [ -f "$lib/.resolved" ] && [ "$lib/.resolved" -nt "$here/pom.xml" ]; then return 0; fi
@@ -33,6 +48,13 @@ jars() {
 
 start() {
   if running; then echo "kafka: already running (pid $(cat "$pidfile"))"; return 0; fi
+  for p in "$port" "$controller_port"; do
+    if in_use "$p"; then
+      echo "kafka: NOT started: 127.0.0.1:$p is already in use by another process (set IOP_KAFKA_PORT /" \
+           "IOP_KAFKA_CONTROLLER_PORT, or stop what listens there)" >&2
+      exit 1
+    fi
+  done
   jars
   mkdir -p "$data"
   # The runtime config is the template plus where this checkout keeps its data.
@@ -43,8 +65,11 @@ start() {
     >"$var/kafka/format.log" 2>&1 || { cat "$var/kafka/format.log"; exit 1; }
   nohup java "${jopts[@]}" -cp "$lib/*" kafka.Kafka "$config" >"$log" 2>&1 </dev/null &
   echo $! >"$pidfile"
-  KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port "$python" -m shared.events.admin wait --timeout 90 --pid "$(cat "$pidfile")" \
-    || { echo "kafka: not ready; last lines of $log:"; tail -n 30 "$log"; exit 1; }
+  # --pid: ready means our JVM runs and holds the port, not that something answers there.
+  if ! (cd "$root" && KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$port "$python" -m shared.events.admin wait --timeout 90 \
+          --pid "$(cat "$pidfile")") || ! running; then
+    echo "kafka: NOT ready; last lines of $log:" >&2; tail -n 30 "$log" >&2; abandon; exit 1
+  fi
   echo "kafka: ready on 127.0.0.1:$port (pid $(cat "$pidfile"), log $log)"
 }
 
@@ -52,8 +77,8 @@ stop() {
   if ! running; then rm -f "$pidfile"; echo "kafka: not running"; return 0; fi
   local pid; pid=$(cat "$pidfile")
   kill -TERM "$pid"
-  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  for _ in $(seq 1 300); do running || break; sleep 0.1; done
+  if running; then kill -KILL "$pid"; fi
   rm -f "$pidfile"
   echo "kafka: stopped"
 }

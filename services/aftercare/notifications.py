@@ -96,8 +96,9 @@ def status_parameters(subscription_id: str, topic_url: str, status: str, notific
 def status_search_bundle(statuses: Sequence[dict]) -> dict:
     """The $status answer: a searchset Bundle of one status Parameters per Subscription."""
     entries = [{"fullUrl": f"urn:uuid:{p['id']}", "resource": p, "search": {"mode": "match"}} for p in statuses]
-    return {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "searchset", "timestamp": now_instant(),
-            "total": len(entries), "entry": entries}
+    bundle = {"resourceType": "Bundle", "id": str(uuid.uuid4()), "type": "searchset", "timestamp": now_instant(),
+              "total": len(entries)}
+    return {**bundle, "entry": entries} if entries else bundle  # FHIR JSON has no empty arrays
 
 
 def hmac_signature(secret: str, body: bytes) -> str:

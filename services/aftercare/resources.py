@@ -12,6 +12,7 @@ from shared.events.outbox import Outbox
 from shared.fhir import params
 from shared.fhir.interactions import FhirApi
 from shared.fhir.labels import label_part2
+from shared.fhir.operations import OperationParameter
 from shared.fhir.outcome import FhirError
 from shared.fhir.registry import Operation, Registry, Repository, ResourceDef
 
@@ -41,22 +42,27 @@ def build(settings: Settings) -> tuple[Registry, AftercareHandlers]:
     registry.add_operation(Operation("topic-list", "Subscription", False, subscription_api.topic_list,
                                      doc="The subscription topics", method="GET"))
     registry.add_operation(Operation("status", "Subscription", True, subscription_api.status, method="GET"))
+    registry.add_operation(Operation("status", "Subscription", False, subscription_api.statuses, method="GET",
+                                     doc="The status of the Subscriptions named by id (any number), or of all "
+                                         "the caller may see", parameters=subscription_api.STATUSES))
     registry.add_operation(Operation("events", "Subscription", True, subscription_api.events, method="GET",
                                      doc="Replay notifications by event number (eventsSinceNumber, "
-                                         "eventsUntilNumber)"))
+                                         "eventsUntilNumber)", parameters=subscription_api.EVENTS))
     registry.add_operation(Operation("resend", "Subscription", True, subscription_api.resend,
-                                     doc="Queue delivered events again by number"))
+                                     doc="Queue delivered events again by number", parameters=subscription_api.RESEND))
 
     def sweep(api: FhirApi, body: dict | None = None, **_: Any) -> tuple[int, dict]:
-        day = next((p.get("valueDate") for p in (body or {}).get("parameter", []) if p.get("name") == "date"), None)
+        day = next((p["valueDate"] for p in (body or {}).get("parameter", []) if p["name"] == "date"), None)
         try:
             today = date.fromisoformat(day) if day else handlers.clock().date()
-        except ValueError:
-            raise FhirError.single(400, "date must be a FHIR date (YYYY-MM-DD)", expression="Parameters.date") from None
+        except ValueError:  # a valid FHIR date may be partial (2025, 2025-03): a sweep needs the day
+            raise FhirError.single(400, "date must be a full FHIR date (YYYY-MM-DD)",
+                                   expression="Parameters.parameter.where(name='date')") from None
         with api.store.transaction() as tx:
             raised = handlers.sweep_missed(tx, today)
         return 200, {"resourceType": "Parameters", "parameter": [{"name": "missed", "valueInteger": raised}]}
 
     registry.add_operation(Operation("sweep-checkins", "CarePlan", False, sweep,
-                                     doc="Raise iop.aftercare.checkin-missed for windows passed as of `date`"))
+                                     doc="Raise iop.aftercare.checkin-missed for windows passed as of `date`",
+                                     parameters=(OperationParameter("date", ("valueDate",)),)))
     return registry, handlers

@@ -8,6 +8,7 @@ from typing import Any
 from services.aftercare import notifications
 from services.aftercare.delivery import counter_key, secret_key
 from services.aftercare.subscriptions import (
+    CONTENTS,
     HMAC_SECRET,
     RECIPIENT,
     parse_subscription,
@@ -16,12 +17,21 @@ from services.aftercare.subscriptions import (
 )
 from shared.auth import current_principal
 from shared.fhir.interactions import FhirApi
+from shared.fhir.numbers import MAX_NUMBER, parse_int
+from shared.fhir.operations import NUMBER_TYPES
+from shared.fhir.operations import OperationParameter as P
 from shared.fhir.outcome import FhirError
 from shared.fhir.store import Stored, Transaction
 from shared.fhir.util import now_instant
+from shared.fhir.validation import ID_PATTERN
 
 _pending_secret: ContextVar[str | None] = ContextVar("pending_secret", default=None)
 NUMBERED = ("queued", "delivered", "blocked-consent")
+MAX_LISTED = 1000  # Subscriptions one type-level $status lists when no id narrows it
+# The operations' `in` parameters (Backport IG 1.1.0); event numbers come as strings or integers.
+RESEND = (P("eventsSinceNumber", NUMBER_TYPES), P("eventsUntilNumber", NUMBER_TYPES))
+EVENTS = (*RESEND, P("content", ("valueCode",)))
+STATUSES = (P("id", ("valueString", "valueId"), max=None), P("status", ("valueCode",), max=None))
 
 
 def check_subscription(tx: Transaction, sub: dict, previous: Stored | None) -> None:
@@ -99,19 +109,15 @@ def _sub(api: FhirApi, rid: str | None) -> tuple[Stored, Any]:
 
 def _number(args: dict[str, str], name: str, default: int) -> int:
     raw = args.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit():
-        raise FhirError.single(400, f"{name} must be a non-negative integer", code="invalid")
-    return int(raw)
+    return default if raw is None else parse_int(raw, name, 0, MAX_NUMBER)
 
 
 def _args(args: list[tuple[str, str]], body: dict | None) -> dict[str, str]:
+    """The operation's parameters by name, from the query and the (checked) Parameters body."""
     out = dict(args)
     for p in (body or {}).get("parameter", []):
-        value = next((v for k, v in p.items() if k.startswith("value")), None)
-        if value is not None:
-            out[p["name"]] = str(value)
+        value = next(v for k, v in p.items() if k.startswith("value"))  # check_body: exactly one value each
+        out[p["name"]] = value if isinstance(value, str) else str(value)
     return out
 
 
@@ -119,13 +125,45 @@ def topic_list(**_: Any) -> tuple[int, dict]:
     return 200, topic_list_parameters()
 
 
-def status(api: FhirApi, rid: str | None, **_: Any) -> tuple[int, dict]:
-    sub, spec = _sub(api, rid)
+def _status_parameters(api: FhirApi, sub: Stored, spec: Any) -> dict:
     count = int(api.store.get_value(counter_key(sub.id)) or 0)
     errors = [("no-response", sub.resource["error"])] if sub.resource.get("error") else []
-    params = notifications.status_parameters(sub.id, spec.topic.url, sub.resource["status"], "query-status", count,
-                                             api.base, content=spec.content, errors=errors)
-    return 200, notifications.status_search_bundle([params])
+    return notifications.status_parameters(sub.id, spec.topic.url, sub.resource["status"], "query-status", count,
+                                           api.base, content=spec.content, errors=errors)
+
+
+def status(api: FhirApi, rid: str | None, **_: Any) -> tuple[int, dict]:
+    sub, spec = _sub(api, rid)
+    return 200, notifications.status_search_bundle([_status_parameters(api, sub, spec)])
+
+
+def statuses(api: FhirApi, args: list[tuple[str, str]], body: dict | None = None, **_: Any) -> tuple[int, dict]:
+    """`Subscription/$status?id=a&id=b` (ids may also be comma-separated, or none for every Subscription the
+    caller may see), optionally narrowed by `status`: each named one as the instance form answers it."""
+    given = [*args, *((p["name"], p[next(k for k in p if k.startswith("value"))])
+                      for p in (body or {}).get("parameter", []))]
+    ids = [i for name, raw in given if name == "id" for i in raw.split(",") if i]
+    wanted = {s for name, raw in given if name == "status" for s in raw.split(",") if s}
+    if any(not ID_PATTERN.fullmatch(rid) for rid in ids):
+        raise FhirError.single(400, "id must name Subscriptions by their logical ids", expression="id")
+    if ids:
+        found = [_sub(api, rid) for rid in dict.fromkeys(ids)]
+    else:
+        every = api.store.search("Subscription", [], "r.created_seq", MAX_LISTED, 0).items
+        found = [pair for stored in every if (pair := _own(stored)) is not None]
+    params = [_status_parameters(api, sub, spec) for sub, spec in found
+              if not wanted or sub.resource.get("status") in wanted]
+    return 200, notifications.status_search_bundle(params)
+
+
+def _own(sub: Stored) -> tuple[Stored, Any] | None:
+    """A Subscription with its spec, when the caller may see its status (its own organisation's, or any for
+    a client bound to none) and it is valid; else None."""
+    own = _own_organization()
+    spec = parse_subscription(sub.resource)
+    if (own is not None and recipient_of(sub.resource) not in (None, own)) or isinstance(spec, list):
+        return None
+    return sub, spec
 
 
 def events(api: FhirApi, rid: str | None, args: list[tuple[str, str]], body: dict | None = None,
@@ -138,7 +176,9 @@ def events(api: FhirApi, rid: str | None, args: list[tuple[str, str]], body: dic
     items = [i for i in api.store.work(f"sub:{sub.id}", NUMBERED, 10000, (since, until)) if i.number]
     found = [notifications.NotificationEvent(i.number, i.body["time"], i.body["focus"], tuple(i.body["resources"]),
                                              i.body.get("source_base")) for i in sorted(items, key=lambda i: i.number)]
-    if params.get("content") in ("id-only", "full-resource", "empty"):
+    if "content" in params:
+        if params["content"] not in CONTENTS:
+            raise FhirError.single(400, f"content must be one of {', '.join(CONTENTS)}", expression="content")
         spec = type(spec)(**{**spec.__dict__, "content": params["content"]})
     return 200, notifications.notification_bundle(spec, sub.id, sub.resource["status"], "query-event", found, count,
                                                   api.base)

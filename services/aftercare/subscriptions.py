@@ -189,7 +189,12 @@ def _parse_content(channel: dict, issues: list[Issue]) -> str:
 
 def _parse_endpoint(channel: dict, content: str, issues: list[Issue]) -> str:
     endpoint = channel.get("endpoint") or ""
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range, as urlsplit does for '[::1'
+    except ValueError:
+        issues.append(Issue("endpoint is not a valid URL", expression="Subscription.channel.endpoint"))
+        return endpoint
     if parts.scheme not in ("http", "https") or not parts.hostname:
         issues.append(Issue("endpoint must be an absolute http(s) URL", expression="Subscription.channel.endpoint"))
     elif parts.scheme == "http" and content == "full-resource" and parts.hostname not in LOOPBACK:

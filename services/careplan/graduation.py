@@ -5,6 +5,7 @@ not-achieved. The step-down plan itself is aftercare's, from `iop.careplan.gradu
 """
 from __future__ import annotations
 
+import calendar
 import copy
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -74,11 +75,19 @@ def _attendance_issues(careplan: dict[str, Any], goals: list[dict[str, Any]], ra
 
 def _stay_issues(careplan: dict[str, Any], today: date) -> list[Issue]:
     start = careplan.get("period", {}).get("start")
-    weeks = (today - date.fromisoformat(start[:10])).days // 7 if start else 0
+    weeks = max(0, (today - _latest_day(start)).days // 7) if start else 0
     if weeks >= MIN_WEEKS:
         return []
     return [Issue(f"at least {MIN_WEEKS} weeks in the program are needed: {weeks} so far", "business-rule",
                   expression="CarePlan.period.start")]
+
+
+def _latest_day(start: str) -> date:
+    """The last day a (possibly partial) FHIR date can mean: `2024` counts from 2024-12-31, so a stay is never
+    overstated. The time and zone of a dateTime do not move the day by more than the rule can tell."""
+    year, month, day = (start[:10].split("-") + [None, None])[:3]
+    y, m = int(year), int(month or 12)
+    return date(y, m, int(day) if day else calendar.monthrange(y, m)[1])
 
 
 def _goal_issues(careplan: dict[str, Any], goals: list[dict[str, Any]]) -> list[Issue]:

@@ -26,7 +26,8 @@ COUNTED_STATUSES = frozenset({"not-started", "scheduled", "in-progress"})
 SKILL_MODULE = f"{codes.CODE_BASE}/iop-skill-module"  # careplan's own: no standard codes for these modules
 _WEEKS_PER_UNIT = {"s": 1 / 604800, "min": 1 / 10080, "h": 1 / 168, "d": 1 / 7, "wk": 1.0, "mo": 365.25 / 12 / 7,
                    "a": 365.25 / 7}
-_HOURS_PER_UNIT = {"s": 1 / 3600, "min": 1 / 60, "h": 1.0, "d": 24.0, "wk": 168.0}
+_HOURS_PER_UNIT = {"s": 1 / 3600, "min": 1 / 60, "h": 1.0, "d": 24.0, "wk": 168.0, "mo": 24 * 365.25 / 12,
+                   "a": 24 * 365.25}
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, codes.CODE_BASE)
 GOAL_KEYS = ("depression", "anxiety", "abstinence", "attendance")
 GOAL_CATEGORY = "http://terminology.hl7.org/CodeSystem/goal-category"
@@ -188,7 +189,8 @@ def intensity_issues(careplan: dict[str, Any]) -> list[Issue]:
 
 def _activity_hours(activity: dict[str, Any]) -> float:
     repeat = activity.get("detail", {}).get("scheduledTiming", {}).get("repeat", {})
-    per_week = repeat.get("frequency", 1) / (repeat.get("period", 1) * _WEEKS_PER_UNIT[repeat.get("periodUnit", "wk")])
+    period = repeat.get("period", 1) * _WEEKS_PER_UNIT[repeat.get("periodUnit", "wk")]
+    per_week = repeat.get("frequency", 1) / period if period else 0.0  # FHIR lets a period be 0
     return per_week * repeat.get("duration", 0) * _HOURS_PER_UNIT[repeat.get("durationUnit", "h")]
 
 
@@ -268,14 +270,23 @@ def labelled() -> dict[str, Any]:
 def narrative(careplan: dict[str, Any]) -> dict[str, str]:
     """A generated summary of the plan: services, days, hours and goal targets; never the patient's identity."""
     period = careplan.get("period", {})
-    rows = [f"<li>{escape(a['detail']['code']['text'])}: {_timing_text(a['detail'])} ({a['detail']['status']})</li>"
-            for a in careplan.get("activity", [])]
+    rows = [_activity_row(a.get("detail") or {}, a.get("reference") or {}) for a in careplan.get("activity", [])]
     goals = [f"<li>{escape(g.get('display', ''))}</li>" for g in careplan.get("goal", [])]
     div = (f"<div xmlns=\"http://www.w3.org/1999/xhtml\"><p>{escape(careplan.get('title', 'Care plan'))}: "
            f"{careplan['status']}, {period.get('start', '?')} to {period.get('end', '?')}, "
            f"{weekly_hours(careplan):g} hours a week.</p><ul>{''.join(rows)}</ul>"
            f"<p>Goals</p><ul>{''.join(goals)}</ul></div>")
     return {"status": "generated", "div": div}
+
+
+def _activity_row(detail: dict[str, Any], reference: dict[str, Any]) -> str:
+    """One activity of any valid CarePlan: detailed (ours), or a reference to a request made elsewhere."""
+    code = detail.get("code") or {}
+    name = code.get("text") or next((c.get("display") for c in code.get("coding", []) if c.get("display")), None)
+    if not detail:
+        return f"<li>{escape(reference.get('display') or 'A planned activity')}</li>"
+    return (f"<li>{escape(name or 'An activity')}: {_timing_text(detail)} "
+            f"({escape(detail.get('status', 'status unknown'))})</li>")
 
 
 def _timing_text(detail: dict[str, Any]) -> str:

@@ -71,7 +71,7 @@ def session_outcome(encounter: dict[str, Any]) -> SessionOutcome:
                    if e.get("url") == REASON_CANCELLED), {})
     return SessionOutcome(
         encounter["id"], encounter.get("status", ""), encounter.get("period", {}).get("start", ""),
-        careplan_id or None, int(index) if index.isdigit() else None,
+        careplan_id or None, int(index) if index.isascii() and index.isdigit() else None,  # not '²', not '-1'
         frozenset(pair for concept in encounter.get("type", []) for pair in _pairs(concept)),
         any(c.get("system") == CANCELLATION_REASON and c.get("code") == "no-show" for c in reason.get("coding", [])))
 
@@ -213,7 +213,7 @@ def _outcome_reference(session: SessionOutcome, outcome: str) -> dict[str, Any]:
 
 def _sub(ref: dict[str, Any], part: str, key: str) -> str:
     outer = next((e for e in ref.get("extension", []) if e.get("url") == SESSION_OUTCOME), {})
-    return next((p[key] for p in outer.get("extension", []) if p.get("url") == part), "")
+    return next((p.get(key, "") for p in outer.get("extension", []) if p.get("url") == part), "")
 
 
 def _outcomes(activity: dict[str, Any]) -> list[tuple[str, str]]:
@@ -230,7 +230,7 @@ def _recount(careplan: dict[str, Any]) -> None:
     for activity in careplan.get("activity", []):
         outcomes = [o for _, o in _outcomes(activity)]
         _set_extension(activity, _counts(planned_count(activity), outcomes.count(ATTENDED), outcomes.count(MISSED)))
-        if ATTENDED in outcomes and activity["detail"].get("status") in ("not-started", "scheduled"):
+        if ATTENDED in outcomes and activity.get("detail", {}).get("status") in ("not-started", "scheduled"):
             activity["detail"]["status"] = "in-progress"
     attended, missed = _totals(careplan)
     counts = _counts(None, attended, missed)

@@ -6,6 +6,7 @@ from shared.config import Settings
 from shared.events.outbox import Outbox
 from shared.fhir import params
 from shared.fhir.labels import label_part2
+from shared.fhir.operations import OperationParameter
 from shared.fhir.registry import Operation, Registry, Repository, ResourceDef
 
 
@@ -23,5 +24,6 @@ def build_registry(settings: Settings) -> Registry:
                              doc="Plan reviews the care team is asked for (missed sessions, worsening scores)"))
     registry.add_operation(Operation("graduate", "CarePlan", True, handlers.graduate,
                                      doc="Check the graduation criteria; complete the plan, episode and goals. "
-                                         "Parameters: override-reason (valueString) for a clinician's override."))
+                                         "Parameters: override-reason (valueString) for a clinician's override.",
+                                     parameters=(OperationParameter("override-reason", ("valueString",)),)))
     return registry

@@ -6,7 +6,14 @@ from shared.config import Settings
 from shared.events.outbox import Outbox
 from shared.fhir import params
 from shared.fhir.labels import label_part2
+from shared.fhir.operations import OperationParameter as P
 from shared.fhir.registry import Operation, Registry, Repository, ResourceDef
+
+GROUP_ATTENDANCE = (
+    P("group", ("valueString",), 1), P("start", ("valueDateTime",), 1), P("end", ("valueDateTime",), 1),
+    P("virtual", ("valueBoolean",)), P("practitioner", ("valueReference",)),
+    P("attendee", min=1, max=None, parts=(P("patient", ("valueReference",), 1), P("attendance", ("valueCode",), 1),
+                                          P("episode", ("valueReference",)))))
 
 
 def build_registry(settings: Settings) -> Registry:
@@ -18,5 +25,6 @@ def build_registry(settings: Settings) -> Registry:
                              doc="Therapy, psychoeducation and check-in sessions; status planned → arrived → "
                                  "in-progress → finished, or cancelled with a reason (no-show among them)"))
     registry.add_operation(Operation("record-group-attendance", "Encounter", False, handlers.record_group,
-                                     doc="One Encounter per attendee of a group session, in one transaction"))
+                                     doc="One Encounter per attendee of a group session, in one transaction",
+                                     parameters=GROUP_ATTENDANCE))
     return registry

@@ -2,6 +2,8 @@
 
     python -m shared.events.admin wait [--timeout 90] [--pid PID]
     python -m shared.events.admin topics
+
+Both talk to KAFKA_BOOTSTRAP_SERVERS, else to the local broker on IOP_KAFKA_PORT (shared.config).
 """
 from __future__ import annotations
 
@@ -9,42 +11,89 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from shared.config import kafka_bootstrap
 from shared.events.catalogue import ALL_TOPICS, PARTITIONS
+
+LISTEN = "0A"  # the TCP state LISTEN in /proc/net/tcp
 
 
 def bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    return kafka_bootstrap()
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if pid is None:
-        return True
+def _pid_alive(pid: int) -> bool:
+    """Running, which a zombie (exited, not yet reaped) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def _listening_inodes(port: int) -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == LISTEN and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def pid_listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` itself holds the listening socket of `port` (Linux /proc)."""
+    wanted = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(fd) in wanted:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _first_port(servers: str) -> int:
+    return int(servers.split(",")[0].rsplit(":", 1)[1])
+
+
+def _answers(servers: str) -> bool:
+    admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=2000, request_timeout_ms=5000)
+    try:
+        brokers = admin.describe_cluster().get("brokers", [])
+        return any(not b.get("is_fenced", False) for b in brokers)
+    finally:
+        admin.close()
 
 
 def wait_for_kafka(servers: str, timeout_s: float = 90.0, pid: int | None = None) -> None:
-    """Wait for an API round trip to an unfenced broker, not for a port."""
+    """Wait for an API round trip to an unfenced broker, not for a port.
+
+    With `pid`, the broker that answers must be that process: another broker already on the port would
+    answer while our JVM fails to bind and exits.
+    """
     deadline, last = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
-        if not _pid_alive(pid):
+        if pid is not None and not _pid_alive(pid):
             raise RuntimeError(f"kafka process {pid} exited")
         try:
-            admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=2000, request_timeout_ms=5000)
-            try:
-                brokers = admin.describe_cluster().get("brokers", [])
-                if any(not b.get("is_fenced", False) for b in brokers):
+            if _answers(servers):
+                if pid is None or pid_listens_on(pid, _first_port(servers)):
                     return
-            finally:
-                admin.close()
+                last = f"{servers} is answered by another process than {pid}"
         except Exception as exc:  # noqa: BLE001 - connection refused while the JVM starts
             last = exc
         time.sleep(0.3)
@@ -81,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_kafka(servers, args.timeout, args.pid)
         else:
             created = create_topics(servers)
-            print(f"topics: {len(ALL_TOPICS)} present ({len(created)} created)")
+            print(f"topics: {len(ALL_TOPICS)} present at {servers} ({len(created)} created)")
     except (RuntimeError, TimeoutError) as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1

@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from shared.fhir import bundles
-from shared.fhir.dates import date_range
+from shared.fhir.numbers import MAX_NUMBER, whole_number
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.partners import PARTNER_TAG, PartnerAccess, caller_partner, owned_by, refused
-from shared.fhir.query import parse_query
+from shared.fhir.query import parse_history, parse_query
 from shared.fhir.registry import TAG_PARAM, Registry, Repository, ResourceDef
 from shared.fhir.search import condition
 from shared.fhir.store import Store, Stored, Transaction
@@ -35,10 +35,10 @@ def visible(rdef: ResourceDef, stored: Stored) -> bool:
 def parse_etag(raw: str | None) -> int | None:
     if raw is None:
         return None
-    value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    value = whole_number(raw.strip().removeprefix("W/").strip('"'))
+    if value is None or not 0 <= value <= MAX_NUMBER:
         raise FhirError.single(400, 'If-Match must be a weak ETag such as W/"3"', code="invalid")
-    return int(value)
+    return value
 
 
 def http_date(instant: str) -> str:
@@ -46,10 +46,11 @@ def http_date(instant: str) -> str:
     return format_datetime(datetime.fromisoformat(instant.replace("Z", "+00:00")), usegmt=True)
 
 
-def resource_response(base: str, stored: Stored, status: int) -> Response:
+def resource_response(base: str, stored: Stored, status: int, located: bool | None = None) -> Response:
+    """Location goes with a write (201, or a create that matched what exists: `located`), not with a read."""
     headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated),
                "Location": f"{base}/{stored.type}/{stored.id}/_history/{stored.version}"}
-    if status == 200:
+    if not (located if located is not None else status == 201):
         headers.pop("Location")
     return Response(status, stored.resource, headers, stored)
 
@@ -73,7 +74,8 @@ class FhirApi:
     def vread(self, rtype: str, rid: str, vid: str) -> Response:
         rdef = self.registry.get(rtype)
         check_id(rid)
-        stored = self.store.vread(rtype, rid, int(vid)) if vid.isdigit() else None
+        version = whole_number(vid)
+        stored = self.store.vread(rtype, rid, version) if version is not None and 0 < version <= MAX_NUMBER else None
         if stored is None or not visible(rdef, stored):
             raise FhirError.single(404, f"{rtype}/{rid} has no version {vid}", code="not-found")
         if stored.deleted:
@@ -89,7 +91,8 @@ class FhirApi:
         page = self.store.search(rtype, q.where, q.order, q.count, q.offset)
         return Response(200, bundles.searchset(self.base, f"{self.base}/{rtype}", q.used, page, q.count, q.offset))
 
-    def history(self, rtype: str | None, rid: str | None, items: list[tuple[str, str]]) -> Response:
+    def history(self, rtype: str | None, rid: str | None, items: list[tuple[str, str]],
+                strict: bool = False) -> Response:
         rdef = self.registry.get(rtype) if rtype else None
         if rid:
             check_id(rid)
@@ -98,20 +101,10 @@ class FhirApi:
                 raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
         elif caller_partner() is not None and (rdef is None or rdef.partner is not PartnerAccess.READ):
             raise refused("read the history of resources other than its own")  # it would list other partners'
-        args = dict(items)
-        count = min(int(args.get("_count", "50")), 1000) if args.get("_count", "50").isdigit() else 50
-        offset = int(args["_offset"]) if args.get("_offset", "").isdigit() else 0
-        since = None
-        if "_since" in args:  # compared as stored, so normalised to UTC milliseconds first
-            bounds = date_range(args["_since"])
-            if bounds is None:
-                raise FhirError.single(400, "_since must be a FHIR instant such as 2025-03-04T10:00:00Z",
-                                       expression="_since")
-            since = bounds[0]
-        page = self.store.history(rtype, rid, since, count, offset)
+        q = parse_history(items, strict)
+        page = self.store.history(rtype, rid, q.since, q.count, q.offset)
         url = "/".join(p for p in (self.base, rtype, rid, "_history") if p)
-        used = [("_since", args["_since"])] if "_since" in args else []
-        return Response(200, bundles.history(self.base, url, page, count, offset, used))
+        return Response(200, bundles.history(self.base, url, page, q.count, q.offset, q.used))
 
     def find(self, rtype: str, criteria: str) -> list[Stored]:
         """Resources matching a conditional query string such as `identifier=sys|val`."""
@@ -138,8 +131,8 @@ class FhirApi:
             matches = self.find(rtype, if_none_exist)
             if len(matches) > 1:
                 raise FhirError.single(412, "If-None-Exist matched more than one resource", code="duplicate")
-            if matches:
-                return resource_response(self.base, matches[0], 200)
+            if matches:  # the client learns which resource it matched, even with Prefer: return=minimal
+                return resource_response(self.base, matches[0], 200, located=True)
         stored = self.repo.create(tx, {k: v for k, v in resource.items() if k != "id"}, validated=validated)
         return resource_response(self.base, stored, 201)
 

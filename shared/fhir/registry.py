@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.fhir.operations import OperationParameter
 from shared.fhir.outcome import FhirError
 from shared.fhir.params import AUDIT_EVENT
 from shared.fhir.partners import (
@@ -84,13 +85,18 @@ class Operation:
     instance: bool
     handler: Callable[..., tuple[int, dict]]
     doc: str = ""
-    method: str = "POST"
+    method: str = "POST"  # GET: affectsState=false, so it may run on GET as well as POST
     permission: str = ""  # SMART permission letter it needs; default r for GET, u for POST
     partner: bool = False  # whether a referral partner may call it (then the handler confines it to its own)
+    parameters: tuple[OperationParameter, ...] = ()  # its `in` parameters: nothing else is accepted
 
     @property
     def needs(self) -> str:
         return self.permission or ("r" if self.method == "GET" else "u")
+
+    @property
+    def affects_state(self) -> bool:
+        return self.method != "GET"
 
 
 class Registry:

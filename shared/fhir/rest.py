@@ -7,11 +7,14 @@ from typing import Any
 from flask import Blueprint, Flask, request
 from flask import Response as FlaskResponse
 
+from shared.fhir.bundle_rules import bundle_shape
 from shared.fhir.capability import capability_statement
 from shared.fhir.interactions import FhirApi, Response, not_found_operation
-from shared.fhir.outcome import FhirError, informational, operation_outcome
+from shared.fhir.media import negotiate
+from shared.fhir.operations import check_body, check_query, validation_issues, validation_request
+from shared.fhir.outcome import FhirError, Issue, informational, operation_outcome
 from shared.fhir.partners import idempotency_scope
-from shared.fhir.transaction import BundleProcessor
+from shared.fhir.transaction import BundleProcessor, unresolved_placeholders
 from shared.fhir.validation import check_id, parse_json, validate_resource
 
 FHIR_JSON = "application/fhir+json"
@@ -102,7 +105,7 @@ class FhirEndpoints:
         if bundle.get("resourceType") != "Bundle":
             raise FhirError.single(422, "the service base accepts a Bundle", code="invalid",
                                    expression="Bundle.resourceType")
-        ident = bundle.get("identifier") or {}
+        ident = bundle_shape(bundle).get("identifier") or {}
         key = request.headers.get("Idempotency-Key") or (
             f"{ident.get('system', '')}|{ident['value']}" if ident.get("value") else None)
         refused = self.bundles.check(bundle)  # before the write lock: validation needs no store
@@ -115,6 +118,7 @@ class FhirEndpoints:
             return fhir_response(200, self.api.search(rtype, search_items(), prefer("handling") == "strict").body)
         resource = read_body()
         validate_resource(resource, rtype)
+        unresolved_placeholders(resource, rtype)
         key = request.headers.get("Idempotency-Key")
         return self.idempotent(f"create:{rtype}", key, lambda tx: self.api.create(
             tx, resource, request.headers.get("If-None-Exist"), validated=True))
@@ -132,6 +136,7 @@ class FhirEndpoints:
                 return shaped(self.api.delete(tx, rtype, rid))
         resource = read_body()
         validate_resource(resource, rtype)
+        unresolved_placeholders(resource, rtype)
         with self.api.store.transaction() as tx:
             resp = self.api.update(tx, rtype, rid, resource, request.headers.get("If-Match"), validated=True)
         return shaped(resp)
@@ -148,20 +153,31 @@ class FhirEndpoints:
         op = self.api.registry.operations.get((rtype, rid is not None, name))
         if op is None:
             raise not_found_operation(name)
-        body = read_body() if request.method == "POST" and request.content_length else None
-        status, out = op.handler(api=self.api, rtype=rtype, rid=rid, body=body, args=search_items(),
+        args = list(request.args.items(multi=True))
+        if request.method == "GET" and op.affects_state:  # FHIR: only affectsState=false operations run on GET
+            raise FhirError(405, [Issue(f"${name} changes state: invoke it with POST", code="not-supported")],
+                            {"Allow": "POST"})
+        check_query(args, op.parameters, complete=request.method == "GET")
+        body = None
+        if request.method == "POST":
+            body = read_body() if request.content_length or request.headers.get("Transfer-Encoding") else None
+            check_body(body, op.parameters, name)
+        status, out = op.handler(api=self.api, rtype=rtype, rid=rid, body=body, args=args,
                                  headers=dict(request.headers))
         return fhir_response(status, out)
 
     def validate_op(self, rtype: str) -> FlaskResponse:
-        body = read_body()
-        if body.get("resourceType") == "Parameters":
-            body = next((p.get("resource") for p in body.get("parameter", []) if p.get("name") == "resource"), {})
-        try:
-            validate_resource(body, rtype)
-        except FhirError as exc:
-            return fhir_response(200, operation_outcome(exc.issues))
-        return fhir_response(200, informational(f"the {rtype} is valid"))
+        self.api.registry.get(rtype)
+        request_of = validation_request(read_body(), rtype, list(request.args.items(multi=True)))
+        issues = validation_issues(request_of, rtype)
+        if any(i.severity in ("error", "fatal") for i in issues):
+            return fhir_response(200, operation_outcome(issues))
+        return fhir_response(200, operation_outcome([*issues, Issue(f"the {rtype} is valid", code="informational",
+                                                                    severity="information")]))
+
+
+def history(api: FhirApi, rtype: str | None, rid: str | None) -> FlaskResponse:
+    return fhir_response(200, api.history(rtype, rid, search_items(), prefer("handling") == "strict").body)
 
 
 def mount_fhir(app: Flask, endpoints: FhirEndpoints) -> None:
@@ -169,20 +185,18 @@ def mount_fhir(app: Flask, endpoints: FhirEndpoints) -> None:
     e, api = endpoints, endpoints.api
     bp.add_url_rule("/metadata", "metadata", e.metadata, methods=["GET"])
     bp.add_url_rule("", "system", e.system, methods=["POST"], strict_slashes=False)
-    bp.add_url_rule("/_history", "system_history",
-                    lambda: fhir_response(200, api.history(None, None, search_items()).body), methods=["GET"])
+    bp.add_url_rule("/_history", "system_history", lambda: history(api, None, None), methods=["GET"])
     bp.add_url_rule("/<rtype>", "type", e.type_level, methods=["GET", "POST"])
     bp.add_url_rule("/<rtype>/_search", "search_post", lambda rtype: fhir_response(
         200, api.search(rtype, search_items(), prefer("handling") == "strict").body), methods=["POST"])
-    bp.add_url_rule("/<rtype>/_history", "type_history",
-                    lambda rtype: fhir_response(200, api.history(rtype, None, search_items()).body), methods=["GET"])
+    bp.add_url_rule("/<rtype>/_history", "type_history", lambda rtype: history(api, rtype, None), methods=["GET"])
     bp.add_url_rule("/<rtype>/$validate", "validate", e.validate_op, methods=["POST"])
     bp.add_url_rule("/<rtype>/<rid>", "instance", e.instance, methods=["GET", "PUT", "DELETE", "POST"])
-    bp.add_url_rule("/<rtype>/<rid>/_history", "instance_history",
-                    lambda rtype, rid: fhir_response(200, api.history(rtype, rid, search_items()).body),
+    bp.add_url_rule("/<rtype>/<rid>/_history", "instance_history", lambda rtype, rid: history(api, rtype, rid),
                     methods=["GET"])
     bp.add_url_rule("/<rtype>/<rid>/_history/<vid>", "vread",
                     lambda rtype, rid, vid: as_read(api.vread(rtype, rid, vid)), methods=["GET"])
     bp.add_url_rule("/<rtype>/<rid>/<op>", "instance_op", e.instance_operation, methods=["GET", "POST"])
+    bp.before_request(lambda: negotiate(request.headers.get("Accept"), request.args.getlist("_format")))
     app.register_blueprint(bp)
     app.before_request(reject_dot_segments)  # the app's, not the blueprint's: it must see unrouted paths too

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shared.fhir.bindings import R4_RESOURCE_TYPES
 from shared.fhir.dates import date_range
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.store import IndexRow
@@ -176,10 +177,30 @@ def date_condition(name: str, raw: str) -> tuple[str, list]:
     return _SUB + sql + ")", [name, *args]
 
 
+MODIFIERS = {"token": {""}, "reference": {""}, "string": {"", "exact", "contains"}, "date": {""}}
+
+
+def _check_modifier(param: SearchParam, modifier: str) -> None:
+    """FHIR: a server SHALL reject a modifier it does not support, rather than search without it."""
+    allowed = MODIFIERS[param.kind] | {"missing"}
+    if modifier in allowed or (param.kind == "reference" and modifier in R4_RESOURCE_TYPES):
+        return
+    raise FhirError(400, [Issue(f"search parameter {param.name}: the modifier :{_printable(modifier)} is not "
+                                f"supported here", code="not-supported", expression=f"{param.name}:{modifier}")])
+
+
+def _printable(text: str) -> str:
+    return text if len(text) <= 32 else text[:32] + "..."
+
+
 def condition(param: SearchParam, modifier: str, raw: str, target: str | None = None) -> tuple[str, list]:
+    _check_modifier(param, modifier)
     if raw == "":
         raise _bad(param.name, "empty value")
     if modifier == "missing":
+        if raw not in ("true", "false"):
+            raise FhirError(400, [Issue(f"search parameter {param.name}: :missing takes true or false",
+                                        expression=f"{param.name}:missing")])
         exists = "NOT EXISTS" if raw == "true" else "EXISTS"
         return f"{exists} (SELECT 1 FROM search_index s WHERE s.type=r.type AND s.id=r.id AND s.param=?)", \
             [param.name]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from shared.config import SQLITE_SYNCHRONOUS, sqlite_synchronous
 from shared.fhir.outcome import FhirError
 from shared.fhir.util import now_instant
 
@@ -265,10 +266,17 @@ class SQLiteTransaction:
 
 
 class SQLiteStore:
-    """One SQLite file per service, WAL mode, one connection per thread."""
+    """One SQLite file per service, WAL mode, one connection per thread.
 
-    def __init__(self, path: str | Path) -> None:
+    `synchronous` is FULL unless IOP_SQLITE_SYNCHRONOUS (or the argument) says NORMAL: an acknowledged
+    commit, whose events the relay may already have published, must survive a power loss.
+    """
+
+    def __init__(self, path: str | Path, synchronous: str | None = None) -> None:
         self.path = str(path)
+        self.synchronous = (synchronous or sqlite_synchronous()).upper()
+        if self.synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS)}, not {synchronous!r}")
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -282,7 +290,7 @@ class SQLiteStore:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
             conn.execute("PRAGMA busy_timeout=30000")
             self._local.conn = conn
         return conn

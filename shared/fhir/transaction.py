@@ -12,61 +12,14 @@ import uuid
 from typing import Any
 from urllib.parse import parse_qsl
 
+from shared.fhir.bundle_rules import duplicate_full_urls
 from shared.fhir.interactions import FhirApi, Response
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
 from shared.fhir.partners import created_together
-from shared.fhir.store import Transaction
+from shared.fhir.references import PLACEHOLDER, is_conditional, placeholders, processing_order, references, rewrite
+from shared.fhir.store import Stored, Transaction
 from shared.fhir.util import now_instant
 from shared.fhir.validation import bundle_entry_errors, validate_bundle_entries
-
-ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-
-
-def _rewrite_refs(node: Any, mapping: dict[str, str]) -> Any:
-    if isinstance(node, dict):
-        out = {k: _rewrite_refs(v, mapping) for k, v in node.items()}
-        if isinstance(out.get("reference"), str) and out["reference"] in mapping:
-            out["reference"] = mapping[out["reference"]]
-        return out
-    if isinstance(node, list):
-        return [_rewrite_refs(v, mapping) for v in node]
-    return node
-
-
-def _references(node: Any, found: set[str]) -> set[str]:
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            found.add(node["reference"])
-        for v in node.values():
-            _references(v, found)
-    elif isinstance(node, list):
-        for v in node:
-            _references(v, found)
-    return found
-
-
-def _is_conditional(ref: str) -> bool:
-    """`Patient?identifier=...`: a search that must match exactly one resource, not a `Type/id`."""
-    return "?" in ref and "/" not in ref.split("?")[0]
-
-
-def processing_order(entries: list[dict]) -> list[int]:
-    """FHIR's order by method (DELETE, POST, PUT, GET), and within it every entry after the entries it
-    references, so that a write's business rules (a response's Patient must exist) see what it points at."""
-    by_url = {e["fullUrl"]: i for i, e in enumerate(entries) if e.get("fullUrl")}
-    needs = {i: {by_url[r] for r in _references(e.get("resource") or {}, set()) if by_url.get(r, i) != i}
-             for i, e in enumerate(entries)}
-    depth: dict[int, int] = {}
-
-    def depth_of(i: int, path: frozenset[int]) -> int:
-        if i not in depth:
-            if i in path:
-                return 0  # a reference cycle: the Bundle's own order decides
-            depth[i] = 1 + max((depth_of(j, path | {i}) for j in needs[i]), default=-1)
-        return depth[i]
-
-    return sorted(range(len(entries)), key=lambda i: (
-        ORDER.get(entries[i].get("request", {}).get("method"), 9), depth_of(i, frozenset()), i))
 
 
 def _entry_response(resp: Response) -> dict[str, Any]:
@@ -102,6 +55,7 @@ class BundleProcessor:
         if kind not in ("transaction", "batch"):
             raise FhirError.single(422, "the service base accepts Bundles of type transaction or batch",
                                    code="invalid", expression="Bundle.type")
+        duplicate_full_urls(bundle)
         if kind == "transaction":
             validate_bundle_entries(bundle)
             return {}
@@ -131,6 +85,9 @@ class BundleProcessor:
         matched: dict[int, Response] = {}
         for i, entry in enumerate(entries):
             req, res = entry.get("request", {}), entry.get("resource") or {}
+            target = _put_target(entry)
+            if target and entry.get("fullUrl"):
+                mapping[entry["fullUrl"]] = target
             if req.get("method") != "POST":
                 continue
             rtype = res.get("resourceType", "")
@@ -151,7 +108,7 @@ class BundleProcessor:
 
     def _resolve_conditionals(self, entries: list[dict], mapping: dict[str, str]) -> None:
         for entry in entries:
-            for ref in filter(_is_conditional, _references(entry.get("resource") or {}, set())):
+            for ref in {r for _, r in references(entry.get("resource") or {}) if is_conditional(r)}:
                 rtype, criteria = ref.split("?", 1)
                 found = self.api.find(rtype, criteria)
                 if len(found) != 1:
@@ -175,7 +132,8 @@ class BundleProcessor:
                 results[i] = {"response": _entry_response(matched[i])}
                 continue
             if entry.get("resource") is not None:
-                entry["resource"] = _rewrite_refs(entry["resource"], mapping)
+                entry["resource"] = rewrite(entry["resource"], mapping)
+                unresolved_placeholders(entry["resource"], f"Bundle.entry[{i}].resource")
             try:
                 resp = self.execute(tx, entry)
             except FhirError as exc:
@@ -192,14 +150,28 @@ class BundleProcessor:
         try:
             with tx.savepoint():
                 entry = dict(entry, _id=str(uuid.uuid4()))
-                if entry.get("request", {}).get("ifNoneExist") and entry["request"].get("method") == "POST":
-                    found = self.api.find(entry["resource"]["resourceType"], entry["request"]["ifNoneExist"])
-                    if found:
-                        return {"response": _entry_response(Response(200, stored=found[0]))}
+                found = self._match(entry)
+                if found is not None:
+                    return {"response": _entry_response(Response(200, stored=found))}
+                if entry.get("resource") is not None:  # a batch resolves no reference between its entries
+                    unresolved_placeholders(entry["resource"], f"Bundle.entry[{i}].resource")
                 resp = self.execute(tx, entry)
                 return {"response": _entry_response(resp), **({"resource": resp.body} if resp.body else {})}
         except FhirError as exc:
             return _refusal(exc)
+
+    def _match(self, entry: dict) -> Stored | None:
+        """What a batch POST entry's ifNoneExist, or its resource's natural key, finds already stored."""
+        req, resource = entry.get("request") or {}, entry.get("resource") or {}
+        if req.get("method") != "POST" or not resource:
+            return None
+        rtype = resource.get("resourceType", "")
+        criteria = req.get("ifNoneExist") or self.api.registry.get(rtype).natural_criteria(resource)
+        found = self.api.find(rtype, criteria) if criteria else []
+        if len(found) > 1:
+            raise FhirError.single(412, "ifNoneExist matched more than one resource", code="duplicate",
+                                   expression="Bundle.entry.request.ifNoneExist")
+        return found[0] if found else None
 
     def execute(self, tx: Transaction, entry: dict) -> Response:
         req = entry.get("request") or {}
@@ -228,3 +200,20 @@ class BundleProcessor:
             query = req.get("url", "").partition("?")[2]
             return self.api.search(parts[0], parse_qsl(query), strict=False)
         raise FhirError.single(400, f"unsupported request {method} {url}", code="not-supported")
+
+
+def _put_target(entry: dict) -> str | None:
+    """`Type/id` of a PUT entry, which other entries may reference by its fullUrl."""
+    req = entry.get("request") or {}
+    parts = (req.get("url") or "").split("?")[0].strip("/").split("/")
+    return "/".join(parts) if req.get("method") == "PUT" and len(parts) == 2 else None
+
+
+def unresolved_placeholders(resource: dict, root: str) -> None:
+    """Refuse a resource that would be stored with a `urn:uuid:` reference: it names no entry of its Bundle
+    (or, outside a Bundle, no entry at all), and no reader could ever resolve it."""
+    found = placeholders(resource)
+    if found:
+        raise FhirError(422, [Issue(f"{root}.{path}: {PLACEHOLDER} references must name the fullUrl of an entry "
+                                    f"in the same transaction", code="invalid", expression=f"{root}.{path}")
+                              for path, _ in found])

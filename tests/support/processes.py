@@ -66,7 +66,7 @@ class Proc:
 def web(service: str, env: dict[str, str], var_dir: Path, port: int | None = None) -> Proc:
     port = port or TEST_PORTS[service]
     argv = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", "4", f"services.{service}.app:create_app()"]
+            "--threads", "4", "--worker-class", "shared.serving.FhirWorker", f"services.{service}.app:create_app()"]
     return Proc(f"{service}-web", argv, env, var_dir / "log" / f"{service}-web.log")
 
 
