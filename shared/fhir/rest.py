@@ -1,6 +1,7 @@
 """The FHIR REST endpoints under /fhir, mounted by every service for the types it registers."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -28,6 +29,13 @@ def fhir_response(status: int, body: dict | None = None, headers: dict[str, str]
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
+
+
+def request_digest(document: dict[str, Any]) -> str:
+    """What identifies a request's content for idempotency: its canonical JSON, `meta` aside."""
+    content = {k: v for k, v in document.items() if k != "meta"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode("utf-8", "surrogatepass")
+                          ).hexdigest()
 
 
 def error_response(exc: FhirError) -> FlaskResponse:
@@ -89,15 +97,24 @@ class FhirEndpoints:
         return fhir_response(200, capability_statement(self.api.registry, self.api.base, self.software_version,
                                                        self.security))
 
-    def idempotent(self, scope: str, key: str | None, work: Any) -> FlaskResponse:
-        """Run `work(tx) -> Response` once per key; a repeat returns the first answer, stores nothing."""
+    def idempotent(self, scope: str, key: str | None, sent: dict[str, Any], work: Any) -> FlaskResponse:
+        """Run `work(tx) -> Response` once per key; a repeat of the same request returns the first answer and
+        stores nothing. The same key on a different request is a conflict: answering it with the first request's
+        answer would tell the client that what it sent now was applied (422, as the IETF Idempotency-Key draft
+        has it)."""
         scope = idempotency_scope(scope)  # a referral partner never sees another caller's first answer
+        digest = request_digest(sent)
         with self.api.store.transaction() as tx:
             if key and (seen := tx.recall(scope, key)) is not None:
+                if seen.get("digest", digest) != digest:
+                    raise FhirError.single(422, "this Bundle.identifier or Idempotency-Key was already used for a "
+                                                "different request; a repeat must send the same content",
+                                           code="business-rule")
                 return fhir_response(seen["status"], seen["body"], seen["headers"])
             resp = work(tx)
             if key:
-                tx.remember(scope, key, {"status": resp.status, "body": resp.body, "headers": resp.headers})
+                tx.remember(scope, key, {"status": resp.status, "body": resp.body, "headers": resp.headers,
+                                         "digest": digest})
         return shaped(resp)
 
     def system(self) -> FlaskResponse:
@@ -109,7 +126,8 @@ class FhirEndpoints:
         key = request.headers.get("Idempotency-Key") or (
             f"{ident.get('system', '')}|{ident['value']}" if ident.get("value") else None)
         refused = self.bundles.check(bundle)  # before the write lock: validation needs no store
-        return self.idempotent("bundle", key, lambda tx: Response(200, self.bundles.process(tx, bundle, refused)))
+        return self.idempotent("bundle", key, bundle,
+                               lambda tx: Response(200, self.bundles.process(tx, bundle, refused)))
 
     def type_level(self, rtype: str) -> FlaskResponse:
         if rtype.startswith("$"):
@@ -120,7 +138,7 @@ class FhirEndpoints:
         validate_resource(resource, rtype)
         unresolved_placeholders(resource, rtype)
         key = request.headers.get("Idempotency-Key")
-        return self.idempotent(f"create:{rtype}", key, lambda tx: self.api.create(
+        return self.idempotent(f"create:{rtype}", key, resource, lambda tx: self.api.create(
             tx, resource, request.headers.get("If-None-Exist"), validated=True))
 
     def instance(self, rtype: str, rid: str) -> FlaskResponse:

@@ -35,10 +35,9 @@ def test_a_partner_submission_yields_scored_events_and_a_repeat_creates_nothing(
 
     again = http.post(INTAKE, json=bundle, headers=JSON, timeout=10)
     assert again.status_code == 200 and again.json() == first.json()
-    by_key = http.post(INTAKE, json=partner_submission(), headers={**JSON, "Idempotency-Key": "k-" + patient},
-                       timeout=10)
-    repeat = http.post(INTAKE, json=partner_submission(), headers={**JSON, "Idempotency-Key": "k-" + patient},
-                       timeout=10)
+    keyed = partner_submission()
+    by_key = http.post(INTAKE, json=keyed, headers={**JSON, "Idempotency-Key": "k-" + patient}, timeout=10)
+    repeat = http.post(INTAKE, json=keyed, headers={**JSON, "Idempotency-Key": "k-" + patient}, timeout=10)
     assert repeat.json() == by_key.json()
     watcher.wait_for("iop.careplan.created", patient)
     responses = http.get(f"{INTAKE}/QuestionnaireResponse", params={"patient": patient}, timeout=5).json()

@@ -191,7 +191,8 @@ class Target:
         mark = self.watch.mark()
         resp, error = None, None
         try:
-            resp = self.session.request(sent.method, self.root + sent.path, params=sent.params, headers=headers,
+            params = [(k.encode("utf-8", "surrogatepass"), v.encode("utf-8", "surrogatepass")) for k, v in sent.params]
+            resp = self.session.request(sent.method, self.root + sent.path, params=params, headers=headers,
                                         data=sent.body, timeout=60, allow_redirects=False)
         except requests.RequestException as exc:
             error = f"{type(exc).__name__}: {str(exc)[:200]}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from hypothesis import strategies as st
 
@@ -134,9 +135,24 @@ def mutated(draw: st.DrawFn, document: Any) -> Any:
     return root
 
 
+def raw(text: str) -> bytes:
+    """A string as bytes on the wire: a lone surrogate becomes the invalid UTF-8 a careless client sends."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def form(items: list[tuple[str, str]]) -> bytes:
+    """`application/x-www-form-urlencoded`, of names and values that need not be valid Unicode."""
+    return urlencode([(raw(k), raw(v)) for k, v in items]).encode()
+
+
 def encode(document: Any) -> bytes:
     """JSON as a client's library writes it (a lone surrogate escaped, as json.dumps does)."""
     return json.dumps(document).encode()
+
+
+def path_segment(text: str) -> str:
+    """A path segment percent-encoded from its bytes, so that any string can be one."""
+    return quote(raw(text), safe="$_.-~")
 
 
 RAW_BODIES = [

@@ -977,6 +977,25 @@ def test_a_repeated_submission_returns_the_first_answer_and_creates_nothing(fhir
     assert fhir.history_total() > after_first
 
 
+@pytest.mark.parametrize("how", ["bundle-identifier", "idempotency-key"])
+def test_a_different_submission_under_a_used_identifier_or_key_is_refused_and_creates_nothing(
+        fhir: Fhir, service: str, how: str) -> None:
+    rtype = first_type(service)
+    fhir.admit_for(rtype, ALICE, BOB)
+    headers = {"Idempotency-Key": "5d0a-submission-1"} if how == "idempotency-key" else {}
+    identifier = "submission-1" if how == "bundle-identifier" else None
+    assert fhir.post("/fhir", bundle("transaction", entry(minimal(rtype, ALICE)), identifier=identifier),
+                     headers=headers).status_code == 200
+    after_first = fhir.history_total()
+
+    other = fhir.post("/fhir", bundle("transaction", entry(minimal(rtype, BOB)), identifier=identifier),
+                      headers=headers)
+
+    assert_outcome(other, 422)
+    assert "already used for a different request" in other.json["issue"][0]["diagnostics"]
+    assert fhir.history_total() == after_first
+
+
 def test_a_repeated_create_with_an_idempotency_key_creates_once(fhir: Fhir, pair: Pair) -> None:
     headers = {"Idempotency-Key": "9b2e-create-1"}
     before = fhir.history_total()
