@@ -47,7 +47,7 @@ class Sent:
             return None
         try:
             doc = json.loads(self.body)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past what the client's parser takes
             return None
         if isinstance(doc, dict) and doc.get("type") in ("batch", "transaction") and isinstance(doc.get("entry"), list):
             return len(doc["entry"])
