@@ -99,9 +99,9 @@ def test_given_events_a_handler_cannot_apply_then_each_is_dead_lettered_with_its
         stop.set()
         thread.join(30)
 
+    assert calls[defect] == 3 and calls[poison] == 1 and calls[refused] == 1  # only the defect was tried again
     assert {key: letters[ids[key]].kind for key in (defect, poison, refused)} == \
         {defect: "handler-error", poison: "poison", refused: "refused"}
-    assert calls[defect] == 3 and calls[poison] == 1 and calls[refused] == 1  # only the defect was tried again
     assert letters[ids[defect]].header("dlq_error").startswith("failed after 3 attempts: TypeError")
     assert letters[ids[refused]].header("dlq_error").startswith("FhirError: 422")
 
