@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer
@@ -96,7 +97,8 @@ def trivial_effect(tx: Any, event: Any) -> None:
 
 def start_runner(servers: str, group: str, topic: str, db: str) -> tuple[TimedRunner, threading.Event]:
     config = RunnerConfig(group, {EVENT_TYPE: trivial_effect}, [topic], lag_every_s=3600)
-    runner = TimedRunner(SQLiteStore(db), kafka.consumer(servers, group, [topic]), kafka.producer(servers), config)
+    runner = TimedRunner(SQLiteStore(db), kafka.consumer(servers, group, [topic]), partial(kafka.producer, servers),
+                         config)
     stop = threading.Event()
     threading.Thread(target=runner.run, args=(stop,), name=f"runner-{group}", daemon=True).start()
     return runner, stop
@@ -155,10 +157,9 @@ def run(servers: str, samples: int, bulk: int) -> dict[str, Any]:
 
 def hop_latency(servers: str, samples: int, folder: str) -> dict[str, Any]:
     outbox = SQLiteStore(f"{folder}/outbox.db")
-    producer = kafka.producer(servers)
     relay_stop = threading.Event()
-    threading.Thread(target=OutboxRelay(outbox, producer, poll_ms=5).run, args=(relay_stop,), name="relay",
-                     daemon=True).start()
+    relay = OutboxRelay(outbox, partial(kafka.producer, servers), poll_ms=5)
+    threading.Thread(target=relay.run, args=(relay_stop,), name="relay", daemon=True).start()
     runner, runner_stop = start_runner(servers, "bench-hop", HOP, f"{folder}/consumer.db")
     raw = RawHop(servers)
     managed, received, raw_s = [], [], []
@@ -180,7 +181,6 @@ def hop_latency(servers: str, samples: int, folder: str) -> dict[str, Any]:
         runner_stop.set()
         relay_stop.set()
         time.sleep(0.3)
-        producer.close(5)
     return {"samples": samples, "event_bytes": len(careplan_event(0).value),
             "managed_ms": summary_ms(managed), "to_consumer_ms": summary_ms(received),
             "apply_ms": summary_ms(a - r for a, r in zip(managed, received, strict=True)), "raw_ms": summary_ms(raw_s)}

@@ -60,7 +60,7 @@ def events_tail(args: argparse.Namespace) -> int:
 def dlq_list(args: argparse.Namespace) -> int:
     letters = dlq.dead_letters(_servers(), args.topic)
     for d in letters:
-        print(f"{d.header('dlq_failed_at')}  {d.header('ce_type') or '?'}  id={d.ce_id or '?'}  "
+        print(f"{d.header('dlq_failed_at')}  kind={d.kind}  {d.header('ce_type') or '?'}  id={d.ce_id or '?'}  "
               f"from {d.header('dlq_original_topic')}/{d.header('dlq_original_partition')}"
               f"@{d.header('dlq_original_offset')}  group={d.header('dlq_consumer_group')}\n"
               f"    reason: {d.header('dlq_error')}")

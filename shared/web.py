@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from shared import access
 from shared.config import Settings
+from shared.events.failures import handler_error_gauges
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
 from shared.fhir.registry import Registry
@@ -212,6 +213,7 @@ def _register_observability(app: Flask, ctx: ServiceContext) -> None:
         for name, value in ctx.store.values_with_prefix("lag:"):
             _, group, topic = name.split(":", 2)
             gauges[("iop_consumer_lag", (("group", group), ("topic", topic)))] = float(value)
+        gauges.update(handler_error_gauges(ctx.store))
         return FlaskResponse(ctx.metrics.render(gauges), mimetype="text/plain; version=0.0.4")
 
 

@@ -1,4 +1,8 @@
-"""Fixtures: the real broker (started once per session), service processes, temporary stores."""
+"""Fixtures: the real broker (started once per session), service processes, temporary stores.
+
+Every test that uses the broker fails when an event reached a dead-letter topic or a handler error was logged
+while it ran, unless it declares that it expects them (`expect_dead_letters`, `expect_handler_errors`).
+"""
 from __future__ import annotations
 
 import shutil
@@ -10,10 +14,12 @@ import pytest
 from shared.config import ROOT
 from tests.support import processes
 from tests.support.broker import Broker
+from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
 from tests.support.ports import port
 
 TEST_VAR = ROOT / "var" / "test"
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +60,42 @@ def hapi() -> Iterator[HapiServer]:
 @pytest.fixture
 def db_path(tmp_path: Path) -> str:
     return str(tmp_path / "store.db")
+
+
+@pytest.fixture(scope="session")
+def failure_watch(broker: Broker) -> Iterator[FailureWatch]:
+    watch = FailureWatch(broker.bootstrap)
+    yield watch
+    watch.close()
+
+
+@pytest.fixture
+def expect_dead_letters() -> None:
+    """This test dead-letters on purpose; at least one record must reach a DLQ while it runs."""
+
+
+@pytest.fixture
+def expect_handler_errors() -> None:
+    """This test makes a handler fail on purpose; at least one handler error must be logged while it runs."""
+
+
+@pytest.fixture(autouse=True)
+def no_unexpected_dead_letters(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fails a test that uses the broker when a DLQ gained a record or a handler error was logged during it."""
+    if "broker" not in request.fixturenames:
+        yield
+        return
+    watch: FailureWatch = request.getfixturevalue("failure_watch")
+    window = watch.open()
+    yield
+    findings = watch.close_window(window)
+    problems = []
+    for what, declared in (("dead letter", "expect_dead_letters"), ("handler error", "expect_handler_errors")):
+        found = [f for f in findings if f.what == what]
+        if declared in request.fixturenames:
+            if not found:
+                problems.append(f"the test declares {declared}, but no {what} happened")
+        else:
+            problems += [str(f) for f in found]
+    if problems:
+        pytest.fail("events went wrong during the test:\n  " + "\n  ".join(problems), pytrace=False)

@@ -41,7 +41,7 @@ class CarePlanHandlers:
         assessment = assessment_from_bundle(event.bundle)
         if not is_iop_admission(assessment):
             log.info("no IOP plan: not an IOP admission", patient_id=assessment.patient_id,
-                     disposition=assessment.disposition, level=assessment.level)
+                     disposition=assessment.disposition, care_level=assessment.level)
             return
         ids = plan_rules.PlanIds.derived_from(assessment.questionnaire_response_id)
         if tx.read("CarePlan", ids.careplan) is not None:

@@ -98,7 +98,7 @@ class EncounterHandlers:
                              workflow.cancel(by_id[session.encounter_id].resource, "plan-changed", self.clock()),
                              validated=True)
         if plan.create or plan.cancel:
-            log.info("schedule reconciled", careplan_id=careplan["id"], created=len(plan.create),
+            log.info("schedule reconciled", careplan_id=careplan["id"], planned=len(plan.create),
                      cancelled=len(plan.cancel), kept=len(plan.keep))
 
     def _sessions_of(self, tx: Transaction, careplan_id: str, patient_id: str) -> list[tuple[Any, Stored]]:

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from shared.events.catalogue import DLQ_SUFFIX, EVENT_TYPES, PARTITIONS, TOPICS
+from shared.events.failures import KINDS
 
 HEADERS_SCHEMA = {
     "type": "object",
@@ -54,8 +55,9 @@ def document() -> dict[str, Any]:
         channels[name] = {"address": topic, "messages": refs,
                           "bindings": {"kafka": {"topic": topic, "partitions": PARTITIONS}}}
         channels[name + "_dlq"] = {"address": topic + DLQ_SUFFIX, "description": "Records a consumer could not "
-                                   "apply after its retries; headers dlq_error, dlq_original_topic, "
-                                   "dlq_original_partition, dlq_original_offset, dlq_consumer_group.",
+                                   "apply; headers dlq_kind (" + ", ".join(KINDS) + "), dlq_error, "
+                                   "dlq_original_topic, dlq_original_partition, dlq_original_offset, "
+                                   "dlq_consumer_group, dlq_failed_at.",
                                    "messages": refs}
         operations["receive_" + name] = {"action": "receive", "channel": {"$ref": f"#/channels/{name}"}}
     return {

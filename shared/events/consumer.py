@@ -4,9 +4,13 @@ For each record: parse the envelope (an invalid one goes straight to the DLQ), t
 store transaction of its effect mark its `ce_id` applied for this group; a duplicate `ce_id` is
 skipped. The records of one poll share a transaction, each effect under its own savepoint.
 Offsets are committed only after the effects are stored (every `commit_every_s`, at once
-after a dead letter, and before a rebalance takes a partition away). A handler error is
-retried with backoff; after the last attempt the record goes to `<topic>.dlq` with the error
-and its origin, and the runner moves on.
+after a dead letter, and before a rebalance takes a partition away).
+
+What fails goes to `<topic>.dlq` with its kind (shared/events/failures.py), the error and its origin,
+and the runner moves on. The event's own faults (an invalid envelope, `PoisonMessage`, a `FhirError`)
+go at once. Anything else is retried with backoff first: a busy store or a dependency that is down
+may pass, while any other exception is a defect of the handler, logged at error level with its stack
+(never its message, which may quote patient data) and counted, at each attempt.
 """
 from __future__ import annotations
 
@@ -17,27 +21,22 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import IllegalStateError
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+from kafka.errors import IllegalStateError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from shared.events import failures
 from shared.events.catalogue import BY_TYPE, DLQ_SUFFIX
 from shared.events.envelope import Event, InvalidEnvelope, current_trace, parse_event
-from shared.fhir.outcome import FhirError
+from shared.events.failures import PoisonMessage
+from shared.events.kafka import DELIVERY_TIMEOUT_MS, ProducerFactory, RenewableProducer
 from shared.fhir.store import SQLiteStore, Transaction
 from shared.logs import get_logger
 from shared.metrics import Metrics
 
 log = get_logger("iop.consumer")
 Handler = Callable[[Transaction, Event], None]
-
-
-class PoisonMessage(Exception):
-    """A handler's verdict that an event can never be applied as it is: no retry, straight to the DLQ."""
-
-
-# The event's content is at fault, not the moment: these go to the DLQ without a retry.
-CONTENT_ERRORS = (PoisonMessage, FhirError, ValueError, KeyError, TypeError)
+__all__ = ["ConsumerRunner", "Handler", "PoisonMessage", "RunnerConfig"]
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):
@@ -52,6 +51,10 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned) -> None:
         pass
+
+
+def _header(record, name: str) -> str | None:
+    return next((v.decode("utf-8", "replace") for k, v in record.headers or [] if k == name), None)
 
 
 @contextmanager
@@ -75,11 +78,13 @@ class RunnerConfig:
 
 
 class ConsumerRunner:
-    def __init__(self, store: SQLiteStore, consumer: KafkaConsumer, producer: KafkaProducer,
+    def __init__(self, store: SQLiteStore, consumer: KafkaConsumer, make_producer: ProducerFactory,
                  config: RunnerConfig, metrics: Metrics | None = None) -> None:
-        self.store, self.consumer, self.producer, self.config = store, consumer, producer, config
+        self.store, self.consumer, self.config = store, consumer, config
+        # Its own producer, made at the first dead letter: most runners never need one.
+        self.producer = RenewableProducer(make_producer)
         self.metrics = metrics or Metrics()
-        self.applied = self.skipped = self.dead_lettered = 0
+        self.applied = self.skipped = self.dead_lettered = self.handler_errors = 0
         self._lag_at = 0.0
         self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -109,13 +114,13 @@ class ConsumerRunner:
 
     def prepare(self, record) -> Event | None:
         """The record's event, or None when there is nothing to apply (a type this group ignores, or dead-lettered)."""
-        ce_type = next((v for k, v in record.headers or [] if k == "ce_type"), b"").decode("utf-8", "replace")
+        ce_type = _header(record, "ce_type") or ""
         if ce_type in BY_TYPE and ce_type not in self.config.handlers:
             return None  # a valid type of the topic that this group does not act on: not even parsed
         try:
             return parse_event(record.headers, record.key, record.value, full=self.config.full_validation)
         except InvalidEnvelope as exc:
-            self.dead_letter(record, f"invalid envelope: {exc}")
+            self.dead_letter(record, failures.INVALID_ENVELOPE, f"invalid envelope: {exc}", _header(record, "ce_id"))
             return None
 
     def process(self, record) -> None:
@@ -124,22 +129,46 @@ class ConsumerRunner:
         if event is not None:
             self.process_event(record, event)
 
-    def process_event(self, record, event: Event) -> None:
-        last_error = ""
-        for attempt in range(1, self.config.max_attempts + 1):
-            try:
-                self.count(self.apply(event))
+    def process_event(self, record, event: Event, failure: Exception | None = None) -> None:
+        """Apply `event`, trying again with backoff what another attempt may cure, until `max_attempts`.
+
+        `failure` is the error of a first attempt already made (inside a poll's batch).
+        """
+        attempt = 1
+        error = failure if failure is not None else self._attempt(event)
+        while error is not None:
+            kind = failures.kind_of(error)
+            if kind == failures.HANDLER_ERROR:
+                self.handler_error(record, event, error, attempt)
+            if kind in failures.CONTENT_KINDS or attempt >= self.config.max_attempts:
+                after = f"failed after {attempt} attempts: " if attempt > 1 else ""
+                self.dead_letter(record, kind, f"{after}{type(error).__name__}: {error}", event.id)
                 return
-            except CONTENT_ERRORS as exc:
-                # The event's content is at fault, not the moment: retrying cannot help.
-                self.dead_letter(record, f"{type(exc).__name__}: {exc}", event.id)
-                return
-            except Exception as exc:  # noqa: BLE001 - transient (store busy, dependency down): retry
-                last_error = f"{type(exc).__name__}: {exc}"
-                log.warning("handler failed, retrying", ce_id=event.id, ce_type=event.type, attempt=attempt,
-                            error=type(exc).__name__)
-                time.sleep(self.config.backoff_ms / 1000 * 2 ** (attempt - 1))
-        self.dead_letter(record, f"failed after {self.config.max_attempts} attempts: {last_error}", event.id)
+            log.warning("handler failed, retrying", ce_id=event.id, ce_type=event.type, attempt=attempt,
+                        error=type(error).__name__)
+            time.sleep(self.config.backoff_ms / 1000 * 2 ** (attempt - 1))
+            attempt += 1
+            error = self._attempt(event)
+
+    def _attempt(self, event: Event) -> Exception | None:
+        try:
+            self.count(self.apply(event))
+        except Exception as exc:  # noqa: BLE001 - the caller decides: dead letter, or another attempt
+            return exc
+        return None
+
+    def handler_error(self, record, event: Event, error: Exception, attempt: int) -> None:
+        """Loud: a defect of the handler. Its type and stack are logged, never its message (it may quote PHI)."""
+        self.handler_errors += 1
+        log.error(failures.HANDLER_ERROR_LOG, exc_info=error, ce_id=event.id, ce_type=event.type,
+                  group=self.config.group, topic=record.topic, partition=record.partition, offset=record.offset,
+                  attempt=attempt, max_attempts=self.config.max_attempts)
+        self.metrics.inc("iop_handler_errors_total", {"group": self.config.group, "event_type": event.type})
+        try:  # kept in the store too: a worker has no /metrics of its own, its service's web process shows it
+            with self.store.transaction() as tx:
+                failures.count_handler_error(tx, self.config.group, event.type)
+        except Exception as exc:  # noqa: BLE001 - the count is for the operator; the event goes on regardless
+            log.warning("handler error not counted", group=self.config.group, error=type(exc).__name__)
 
     def count(self, applied: bool) -> None:
         self.applied += applied
@@ -157,40 +186,46 @@ class ConsumerRunner:
         """
         ready = [(record, event) for record in records if (event := self.prepare(record)) is not None]
         while ready:
-            failed, results = None, []
+            failed, failure, results = None, None, []
             try:
                 with self.store.transaction() as tx:
                     for index, (_, event) in enumerate(ready):
                         try:
                             results.append(self.apply(event, tx))
-                        except Exception:  # noqa: BLE001 - undone by its savepoint; retried on its own below
-                            failed = index
+                        except Exception as exc:  # noqa: BLE001 - undone by its savepoint; settled on its own below
+                            failed, failure = index, exc
                             break
             except Exception as exc:  # noqa: BLE001 - the commit itself failed: every effect is undone
                 log.warning("batch commit failed; applying one by one", group=self.config.group,
                             error=type(exc).__name__)
-                failed, results = 0, []
+                failed, failure, results = 0, None, []
             for applied in results:
                 self.count(applied)
             if failed is None:
                 return
-            self.process_event(*ready[failed])
+            self.process_event(*ready[failed], failure)
             ready = ready[failed + 1:]
 
-    def dead_letter(self, record, reason: str, ce_id: str | None = None) -> None:
+    def dead_letter(self, record, kind: str, reason: str, ce_id: str | None = None) -> None:
         headers = [(k, v) for k, v in (record.headers or []) if not k.startswith("dlq_")]
-        headers += [("dlq_error", reason[:2000].encode()), ("dlq_original_topic", record.topic.encode()),
+        headers += [("dlq_kind", kind.encode()), ("dlq_error", reason[:2000].encode()),
+                    ("dlq_original_topic", record.topic.encode()),
                     ("dlq_original_partition", str(record.partition).encode()),
                     ("dlq_original_offset", str(record.offset).encode()),
                     ("dlq_consumer_group", self.config.group.encode()),
                     ("dlq_failed_at", datetime.now(UTC).isoformat().encode())]
         # Wait for the broker: the offset is committed right after, so this record must not be lost.
-        self.producer.send(record.topic + DLQ_SUFFIX, key=record.key, value=record.value, headers=headers).get(30)
+        future = self.producer.get().send(record.topic + DLQ_SUFFIX, key=record.key, value=record.value,
+                                          headers=headers)
+        if not self.producer.settle([future]):
+            raise KafkaError(f"the dead letter to {record.topic}{DLQ_SUFFIX} was not acknowledged")
         self.dead_lettered += 1
         self._dead_lettered_since_commit = True
-        self.metrics.inc("iop_events_dead_lettered_total", {"group": self.config.group, "topic": record.topic})
-        log.warning("event dead-lettered", ce_id=ce_id, topic=record.topic, partition=record.partition,
-                    offset=record.offset, reason=reason[:300])
+        self.metrics.inc("iop_events_dead_lettered_total", {"group": self.config.group, "topic": record.topic,
+                                                           "kind": kind})
+        # The reason stays in the DLQ with the event: it may quote the event's content, so it is not logged.
+        log.warning("event dead-lettered", ce_id=ce_id, kind=kind, group=self.config.group, topic=record.topic,
+                    partition=record.partition, offset=record.offset)
 
     # -- the loop ------------------------------------------------------------------------
     def poll_once(self, timeout_ms: int = 200, stop: threading.Event | None = None) -> int:
@@ -286,4 +321,5 @@ class ConsumerRunner:
             except Exception:  # noqa: BLE001 - no assignment or broker gone: the dedupe covers a redelivery
                 pass
             self.consumer.close()  # leaves the group, so partitions move at once
+            self.producer.close(DELIVERY_TIMEOUT_MS / 1000)
             log.info("consumer stopped", group=self.config.group, applied=self.applied, skipped=self.skipped)

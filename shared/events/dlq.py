@@ -1,6 +1,7 @@
 """Reading a dead-letter topic, and replaying its records to the topic they came from."""
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -24,6 +25,11 @@ class DeadLetter:
     @property
     def ce_id(self) -> str | None:
         return self.header("ce_id")
+
+    @property
+    def kind(self) -> str:
+        """Why it is here (shared/events/failures.py); `unknown` for a record dead-lettered before kinds."""
+        return self.header("dlq_kind") or "unknown"
 
 
 def read_topic(servers: str, topic: str, timeout_ms: int = 2000) -> Iterator:
@@ -53,6 +59,10 @@ def dead_letters(servers: str, topic: str) -> list[DeadLetter]:
     dlq = topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
     return [DeadLetter(r.partition, r.offset, r.key, r.value, list(r.headers or []))
             for r in read_topic(servers, dlq)]
+
+
+def count_by_kind(servers: str, topic: str) -> dict[str, int]:
+    return dict(Counter(d.kind for d in dead_letters(servers, topic)))
 
 
 def replay(servers: str, topic: str, ce_id: str | None = None) -> int:

@@ -1,18 +1,87 @@
 """Kafka clients configured the way the contract needs them."""
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaError, KafkaTimeoutError
+
+# Every send is settled (acknowledged or failed) within this, so a caller never waits longer for a verdict.
+DELIVERY_TIMEOUT_MS = 10000
+ProducerFactory = Callable[[], KafkaProducer]
 
 
 def producer(servers: str, **overrides: object) -> KafkaProducer:
-    """Idempotent, acks=all: a retried send never writes a record twice to the log."""
+    """Idempotent, acks=all: a retried send never writes a record twice to the log.
+
+    Bounded everywhere, so that a broker outage costs a caller seconds per attempt, not minutes: finding the
+    broker (bootstrap), waiting for a topic's metadata (max_block) and settling a send (delivery timeout).
+    """
     config: dict = dict(bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=1,
                         max_in_flight_requests_per_connection=5, retries=2**31 - 1,
-                        request_timeout_ms=10000, delivery_timeout_ms=30000, reconnect_backoff_max_ms=1000)
+                        request_timeout_ms=5000, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+                        reconnect_backoff_max_ms=1000, bootstrap_timeout_ms=5000, max_block_ms=5000)
     config.update(overrides)
     return KafkaProducer(**config)
+
+
+class RenewableProducer:
+    """One producer at a time, made on first use and replaced after a send that was not acknowledged.
+
+    kafka-python's idempotent producer does not come back from expired batches (a broker away for longer
+    than the delivery timeout): its session is broken and every later flush times out. A fresh producer
+    starts a new session; what the old one did not get acknowledged is sent again by its caller.
+    """
+
+    def __init__(self, make: ProducerFactory) -> None:
+        self._make = make
+        self._producer: KafkaProducer | None = None
+        self.renewals = 0
+
+    def get(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = self._make()
+        return self._producer
+
+    def settle(self, futures: Sequence, timeout_s: float = DELIVERY_TIMEOUT_MS / 1000 + 5) -> int:
+        """Wait until every send is acknowledged or failed; the number acknowledged before the first that was not.
+
+        Anything short of all replaces the producer, so that the caller's next attempt starts a new session.
+        """
+        deadline = time.monotonic() + timeout_s
+        for future in futures:
+            with suppress(Exception):  # noqa: BLE001 - the verdict is read from the future below
+                future.get(max(0.0, deadline - time.monotonic()))
+        acknowledged = next((i for i, future in enumerate(futures) if not future.succeeded()), len(futures))
+        if acknowledged < len(futures):
+            self.renew()
+        return acknowledged
+
+    def renew(self) -> None:
+        """Drop the current producer; the next `get` makes a new one."""
+        old, self._producer = self._producer, None
+        if old is None:
+            return
+        self.renewals += 1
+        try:
+            old.close(0)
+        except KafkaTimeoutError:
+            # Sends still pending (settle waits for them, so only after its deadline): they fail by their
+            # delivery timeout, and only then can the producer close.
+            threading.Thread(target=_close_quietly, args=(old, DELIVERY_TIMEOUT_MS / 1000 * 2), daemon=True).start()
+
+    def close(self, timeout_s: float = 10) -> None:
+        old, self._producer = self._producer, None
+        if old is not None:
+            _close_quietly(old, timeout_s)
+
+
+def _close_quietly(old: KafkaProducer, timeout_s: float) -> None:
+    with suppress(KafkaError):  # sends not settled by then: nothing waits for them any more
+        old.close(timeout_s)
 
 
 def consumer(servers: str, group: str, topics: list[str], **overrides: object) -> KafkaConsumer:
@@ -20,7 +89,7 @@ def consumer(servers: str, group: str, topics: list[str], **overrides: object) -
     config: dict = dict(bootstrap_servers=servers, group_id=group, enable_auto_commit=False,
                         auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=500,
                         session_timeout_ms=10000, heartbeat_interval_ms=1000, reconnect_backoff_max_ms=1000,
-                        client_id=f"{group}-consumer", metadata_max_age_ms=30000)
+                        client_id=f"{group}-consumer", metadata_max_age_ms=30000, bootstrap_timeout_ms=5000)
     config.update(overrides)
     c = KafkaConsumer(**config)
     # Join only once every topic's partitions are known: a member that joins before would get no

@@ -7,6 +7,10 @@ web restarts. It notices commits within milliseconds by watching SQLite's `data_
 seconds. A lease in the store lets only one relay publish when workers are scaled out, so
 per-patient order holds. A crash between publish and mark-sent republishes those rows:
 at-least-once on the wire, and consumers skip the duplicate `ce_id`.
+
+The relay owns its producer. A batch that the broker did not fully acknowledge (an outage, however
+long) replaces it, and the rows from the first unacknowledged one on are sent again by the new one,
+in commit order, once the broker answers: no attempt waits longer than the producer's delivery timeout.
 """
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ import socket
 import threading
 import time
 
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from shared.events.kafka import ProducerFactory, RenewableProducer
 from shared.fhir.store import SQLiteStore
 from shared.logs import get_logger
 from shared.metrics import Metrics
@@ -26,12 +30,13 @@ log = get_logger("iop.relay")
 LEASE = "relay-lease"
 LEASE_SECONDS = 5.0
 BATCH = 500
+MAX_BACKOFF_S = 2.0
 
 
 class OutboxRelay:
-    def __init__(self, store: SQLiteStore, producer: KafkaProducer, poll_ms: int = 5,
+    def __init__(self, store: SQLiteStore, make_producer: ProducerFactory, poll_ms: int = 5,
                  metrics: Metrics | None = None) -> None:
-        self.store, self.producer = store, producer
+        self.store, self.producer = store, RenewableProducer(make_producer)
         self.poll_s = poll_ms / 1000
         self.metrics = metrics or Metrics()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
@@ -53,43 +58,48 @@ class OutboxRelay:
         rows = self.store.unsent_events(BATCH)
         if not rows:
             return 0
-        futures = []
+        producer, futures, refused = self.producer.get(), [], False
         for row in rows:
             headers = [(k, v.encode("utf-8")) for k, v in row.headers]
-            futures.append(self.producer.send(row.topic, key=row.key.encode("utf-8"),
-                                              value=row.value.encode("utf-8"), headers=headers))
-        self.producer.flush(timeout=30)
-        acknowledged = []
-        for row, fut in zip(rows, futures, strict=True):
-            if not fut.succeeded():
+            try:
+                futures.append(producer.send(row.topic, key=row.key.encode("utf-8"),
+                                             value=row.value.encode("utf-8"), headers=headers))
+            except KafkaError:  # no metadata within max_block: the broker is away
+                refused = True
                 break
-            acknowledged.append(row.seq)
-        self.store.mark_sent(acknowledged)
-        self.published += len(acknowledged)
-        self.metrics.inc("iop_outbox_published_total", by=len(acknowledged))
-        if len(acknowledged) < len(rows):
-            raise KafkaError(f"{len(rows) - len(acknowledged)} outbox rows not acknowledged; will retry")
+        acknowledged = self.producer.settle(futures)
+        if refused:
+            self.producer.renew()
+        self.store.mark_sent([row.seq for row in rows[:acknowledged]])
+        self.published += acknowledged
+        self.metrics.inc("iop_outbox_published_total", by=acknowledged)
+        if acknowledged < len(rows):
+            raise KafkaError(f"{len(rows) - acknowledged} outbox rows not acknowledged; will retry")
         return len(rows)
 
     def run(self, stop: threading.Event) -> None:
-        last_version, lease_checked, backoff = None, 0.0, 0.0
-        while not stop.is_set():
-            try:
-                now = time.monotonic()
-                if now - lease_checked > LEASE_SECONDS / 3:
-                    leader, lease_checked = self._hold_lease(), now
-                    last_version = None  # re-scan after each lease renewal: catches anything missed
-                if leader:
-                    version = self.store.data_version()
-                    if version != last_version:
-                        last_version = version
-                        while self.publish_pending() == BATCH:
-                            pass
-                backoff = 0.0
-            except Exception as exc:  # noqa: BLE001 - broker down or store busy: retry with backoff
-                backoff = min(max(backoff * 2, 0.1), 5.0)
-                last_version = None
-                log.warning("relay retrying", error=type(exc).__name__, backoff_s=backoff)
-                stop.wait(backoff)
-                continue
-            stop.wait(self.poll_s)
+        last_version, lease_checked, backoff, leader = None, 0.0, 0.0, False
+        try:
+            while not stop.is_set():
+                try:
+                    now = time.monotonic()
+                    if now - lease_checked > LEASE_SECONDS / 3:
+                        leader, lease_checked = self._hold_lease(), now
+                        last_version = None  # re-scan after each lease renewal: catches anything missed
+                    if leader:
+                        version = self.store.data_version()
+                        if version != last_version:
+                            last_version = version
+                            while self.publish_pending() == BATCH:
+                                pass
+                    backoff = 0.0
+                except Exception as exc:  # noqa: BLE001 - broker down or store busy: retry with backoff
+                    backoff = min(max(backoff * 2, 0.1), MAX_BACKOFF_S)
+                    last_version = None
+                    log.warning("relay retrying", error=type(exc).__name__, backoff_s=backoff,
+                                producers_replaced=self.producer.renewals)
+                    stop.wait(backoff)
+                    continue
+                stop.wait(self.poll_s)
+        finally:
+            self.producer.close(10)

@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from kafka.errors import KafkaError
 
@@ -66,10 +67,10 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-    producer = _connect(lambda: kafka.producer(s.kafka_bootstrap), stop, "producer")
-    if producer is None:
-        return
-    threads = [threading.Thread(target=OutboxRelay(spec.store, producer, s.relay_poll_ms).run, args=(stop,),
+    # The relay and the consumer's dead letters each have a producer of their own, made when first needed
+    # and replaced when broken: one's outage or renewal never closes a producer the other is using.
+    make_producer = partial(kafka.producer, s.kafka_bootstrap)
+    threads = [threading.Thread(target=OutboxRelay(spec.store, make_producer, s.relay_poll_ms).run, args=(stop,),
                                 name="relay", daemon=True)]
     if spec.jobs:
         threads.append(threading.Thread(target=_run_jobs, args=(spec.jobs, stop), name="jobs", daemon=True))
@@ -84,9 +85,8 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
             config = RunnerConfig(spec.group, spec.handlers, spec.topics, s.consumer_max_attempts,
                                   s.consumer_backoff_ms, full_validation=s.event_validation == "full",
                                   linger_ms=s.consumer_linger_ms)
-            ConsumerRunner(spec.store, consumer, producer, config).run(stop)
+            ConsumerRunner(spec.store, consumer, make_producer, config).run(stop)
     stop.wait()
     for t in threads:
         t.join(timeout=35)
-    producer.close(timeout=10)
     log.info("worker stopped", group=spec.group)

@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from shared.events.relay import OutboxRelay
 from shared.fhir.store import SQLiteStore
 from tests.support import effect_consumer
 from tests.support.broker import Broker
+from tests.support.events import start_at_end
 from tests.support.processes import Proc
 from tests.support.waiting import wait_until
 
@@ -53,13 +55,12 @@ def outbox(tmp_path: Path, broker: Broker) -> Iterator[SQLiteStore]:
     """A producing store whose relay runs in a thread, as in a service's worker."""
     store = SQLiteStore(tmp_path / "producer.db")
     stop = threading.Event()
-    producer = kafka.producer(broker.bootstrap)
-    thread = threading.Thread(target=OutboxRelay(store, producer, poll_ms=5).run, args=(stop,), daemon=True)
+    relay = OutboxRelay(store, partial(kafka.producer, broker.bootstrap), poll_ms=5)
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
     thread.start()
     yield store
     stop.set()
-    thread.join(10)
-    producer.close(5)
+    thread.join(30)
 
 
 def effects(store: SQLiteStore, ce_ids: set[str]) -> list[tuple[int, str, str, str]]:
@@ -86,6 +87,7 @@ def test_given_a_consumer_killed_twice_mid_stream_then_every_effect_is_stored_ex
     db = tmp_path / "effects.db"
     store = effect_consumer.effect_store(str(db))
     group = f"test-exactly-once-{uuid.uuid4().hex[:8]}"
+    start_at_end(broker.bootstrap, group, [TOPIC])  # earlier tests' records are not this test's
     patients = [f"pt-{uuid.uuid4().hex[:6]}-{i}" for i in range(12)]
     ids = set(commit_events(outbox, range(1000), patients))
     proc = consumer_proc(db, group, broker, tmp_path / "consumer.log", delay_ms=2).start()
@@ -107,6 +109,7 @@ def test_given_the_broker_restarts_mid_stream_then_relay_and_consumer_recover_wi
         outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
     store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
     group = f"test-restart-{uuid.uuid4().hex[:8]}"
+    start_at_end(broker.bootstrap, group, [TOPIC])  # earlier tests' records are not this test's
     patients = [f"pt-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
     stop = threading.Event()
     runner = effect_consumer.runner(store, broker.bootstrap, group, TOPIC)
@@ -134,9 +137,10 @@ def send_raw(broker: Broker, key: str, headers: list[tuple[str, str]], value: st
 
 
 def test_given_poison_messages_then_they_land_in_the_dlq_with_a_reason_and_a_replay_applies_them_once(
-        broker: Broker, tmp_path: Path) -> None:
+        broker: Broker, tmp_path: Path, expect_dead_letters: None) -> None:
     store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
     group = f"test-poison-{uuid.uuid4().hex[:8]}"
+    start_at_end(broker.bootstrap, group, [TOPIC])  # earlier tests' records are not this test's
     blocked = f"pt-blocked-{uuid.uuid4().hex[:6]}"
     store._conn().execute("INSERT INTO blocked VALUES (?)", (blocked,))
     no_headers_key = f"pt-noheaders-{uuid.uuid4().hex[:6]}"
@@ -163,6 +167,8 @@ def test_given_poison_messages_then_they_land_in_the_dlq_with_a_reason_and_a_rep
         assert "invalid envelope" in reasons[no_headers_key] and "ce_type" in reasons[no_headers_key]
         assert "not valid FHIR" in reasons[bad_id] and "Bundle.entry[0].resource.status" in reasons[bad_id]
         assert "blocked" in reasons[held_id]
+        kinds = {(d.ce_id or d.key.decode()): d.kind for d in letters}
+        assert kinds == {no_headers_key: "invalid-envelope", bad_id: "invalid-envelope", held_id: "poison"}
         assert all(d.header("dlq_original_topic") == TOPIC and d.header("dlq_original_offset") for d in letters)
         assert not effects(store, {held_id, bad_id})
 
@@ -195,16 +201,16 @@ class BatchRunner(ConsumerRunner):
         self.batches.append(len(records))
         super().process_batch(records)
 
-    def dead_letter(self, record, reason: str, ce_id: str | None = None) -> None:
+    def dead_letter(self, record, kind: str, reason: str, ce_id: str | None = None) -> None:
         if self.failing_dlq_sends:
             self.failing_dlq_sends -= 1
             raise KafkaTimeoutError("the DLQ send was not acknowledged")
-        super().dead_letter(record, reason, ce_id)
+        super().dead_letter(record, kind, reason, ce_id)
 
 
 @pytest.mark.parametrize("failing_dlq_sends", [0, 1], ids=["dlq-up", "first-dlq-send-fails"])
 def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_and_every_effect_lands_once(
-        outbox: SQLiteStore, broker: Broker, tmp_path: Path, failing_dlq_sends: int) -> None:
+        outbox: SQLiteStore, broker: Broker, tmp_path: Path, failing_dlq_sends: int, expect_dead_letters: None) -> None:
     """A poison record, a transiently failing one, and (second case) a DLQ send that fails mid-batch:
     the rest of that batch is fetched again, not passed over."""
     store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
@@ -212,6 +218,8 @@ def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_a
     patients = [f"pt-batch-{run}-{n}" for n in range(4)]
     blocked, flaky = patients[0], patients[1]
     store._conn().execute("INSERT INTO blocked VALUES (?)", (blocked,))
+    group = f"test-batch-{run}"
+    start_at_end(broker.bootstrap, group, [TOPIC])
     ids = commit_events(outbox, range(200, 240), patients)  # 10 events per patient
     wait_until(lambda: not outbox.unsent_events(1), 30, what="all 40 events on the topic before the consumer starts")
 
@@ -221,13 +229,12 @@ def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_a
     def handler(tx, event) -> None:
         attempts[event.id] = attempts.get(event.id, 0) + 1
         if event.key == flaky and attempts[event.id] == 1:
-            raise RuntimeError("store busy")  # transient: its retry succeeds
+            raise ConnectionError("a dependency is down")  # transient: its retry succeeds
         effect(tx, event)
 
-    group = f"test-batch-{run}"
     config = RunnerConfig(group, {"iop.careplan.created": handler}, [TOPIC], max_attempts=3, backoff_ms=10)
-    runner = BatchRunner(store, kafka.consumer(broker.bootstrap, group, [TOPIC]), kafka.producer(broker.bootstrap),
-                         config, failing_dlq_sends=failing_dlq_sends)
+    runner = BatchRunner(store, kafka.consumer(broker.bootstrap, group, [TOPIC]),
+                         partial(kafka.producer, broker.bootstrap), config, failing_dlq_sends=failing_dlq_sends)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
     thread.start()
@@ -235,7 +242,7 @@ def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_a
         good = {ce_id for n, ce_id in zip(range(200, 240), ids, strict=True) if patients[n % 4] != blocked}
         wait_until(lambda: len(effects(store, good)) >= 30, 60, what="the 30 good events applied")
 
-        def ours() -> list:  # the topic also holds earlier tests' poison records, which this new group reads too
+        def ours() -> list:
             return [d for d in dead_letters(broker.bootstrap, TOPIC)
                     if d.header("dlq_consumer_group") == group and d.key.decode() in patients]
 
@@ -256,9 +263,10 @@ def test_given_a_second_member_joining_then_what_the_first_applied_is_committed_
         outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
     """Offsets are committed only every few hundred ms; a rebalance commits the rest before partitions move."""
     run = uuid.uuid4().hex[:6]
+    group = f"test-rebalance-{run}"
+    start_at_end(broker.bootstrap, group, [TOPIC])
     ids = commit_events(outbox, range(300, 340), [f"pt-rebalance-{run}-{n}" for n in range(8)])
     wait_until(lambda: not outbox.unsent_events(1), 30, what="all 40 events on the topic")
-    group = f"test-rebalance-{run}"
     mine = set(ids)
 
     def member(name: str) -> tuple[ConsumerRunner, threading.Event, threading.Thread, SQLiteStore]:
@@ -266,7 +274,7 @@ def test_given_a_second_member_joining_then_what_the_first_applied_is_committed_
         effect = effect_consumer.make_handler(0)
         config = RunnerConfig(group, {"iop.careplan.created": effect}, [TOPIC], commit_every_s=3600)
         runner = ConsumerRunner(store, kafka.consumer(broker.bootstrap, group, [TOPIC]),
-                                kafka.producer(broker.bootstrap), config)
+                                partial(kafka.producer, broker.bootstrap), config)
         stop = threading.Event()
         thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
         thread.start()

@@ -12,6 +12,7 @@ import argparse
 import signal
 import threading
 import time
+from functools import partial
 
 from shared.events import kafka
 from shared.events.catalogue import BY_TYPE
@@ -47,7 +48,7 @@ def runner(store: SQLiteStore, servers: str, group: str, topic: str, delay_s: fl
     handler = make_handler(delay_s)
     handlers = {t: handler for t, et in BY_TYPE.items() if et.topic == topic}
     config = RunnerConfig(group, handlers, [topic], max_attempts=3, backoff_ms=50, lag_every_s=1.0)
-    return ConsumerRunner(store, kafka.consumer(servers, group, [topic]), kafka.producer(servers), config)
+    return ConsumerRunner(store, kafka.consumer(servers, group, [topic]), partial(kafka.producer, servers), config)
 
 
 def main() -> None:

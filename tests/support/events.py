@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from shared.events.catalogue import TOPICS
 from tests.support.waiting import wait_until
@@ -69,3 +70,13 @@ class EventWatcher:
         self._stop.set()
         self._thread.join(5)
         self._consumer.close()
+
+
+def start_at_end(bootstrap: str, group: str, topics: list[str]) -> None:
+    """Commit the end of `topics` for a new consumer group: it reads what comes next, not earlier tests' records."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
+        consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in consumer.end_offsets(partitions).items()})
+    finally:
+        consumer.close()

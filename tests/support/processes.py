@@ -32,6 +32,8 @@ def service_env(var_dir: Path, bootstrap: str, extra: dict[str, str] | None = No
 
 
 class Proc:
+    started: list[Proc] = []  # every process a test started, so that their logs can be checked after each test
+
     def __init__(self, name: str, argv: list[str], env: dict[str, str], log: Path) -> None:
         self.name, self.argv, self.env, self.log = name, argv, env, log
         self.popen: subprocess.Popen | None = None
@@ -41,7 +43,12 @@ class Proc:
         out = open(self.log, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.popen = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
                                       start_new_session=True)
+        Proc.started.append(self)
         return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
 
     def signal(self, sig: int) -> None:
         if self.popen and self.popen.poll() is None:
