@@ -67,6 +67,21 @@ def shaped(resp: Response) -> FlaskResponse:
     return fhir_response(resp.status, resp.body, resp.headers)
 
 
+def shaped_entries(bundle: dict[str, Any]) -> dict[str, Any]:
+    """A batch or transaction answers with its response Bundle whatever the client prefers: `Prefer: return=`
+    shapes each entry (minimal: no resource; OperationOutcome: an outcome in place of the resource)."""
+    wanted = prefer("return")
+    if wanted not in ("minimal", "OperationOutcome") or "entry" not in bundle:
+        return bundle
+    entries = []
+    for entry in bundle["entry"]:
+        entry = {k: v for k, v in entry.items() if k != "resource"}
+        if wanted == "OperationOutcome" and "outcome" not in entry.get("response", {}):
+            entry["response"] = {**entry["response"], "outcome": informational(f"done: {entry['response']['status']}")}
+        entries.append(entry)
+    return {**bundle, "entry": entries}
+
+
 def as_read(resp: Response) -> FlaskResponse:
     """A read answers with the resource: Prefer return= applies to writes only."""
     return fhir_response(resp.status, resp.body, resp.headers)
@@ -97,7 +112,8 @@ class FhirEndpoints:
         return fhir_response(200, capability_statement(self.api.registry, self.api.base, self.software_version,
                                                        self.security))
 
-    def idempotent(self, scope: str, key: str | None, sent: dict[str, Any], work: Any) -> FlaskResponse:
+    def idempotent(self, scope: str, key: str | None, sent: dict[str, Any], work: Any,
+                   shape: Any = shaped) -> FlaskResponse:
         """Run `work(tx) -> Response` once per key; a repeat of the same request returns the first answer and
         stores nothing. The same key on a different request is a conflict: answering it with the first request's
         answer would tell the client that what it sent now was applied (422, as the IETF Idempotency-Key draft
@@ -110,12 +126,12 @@ class FhirEndpoints:
                     raise FhirError.single(422, "this Bundle.identifier or Idempotency-Key was already used for a "
                                                 "different request; a repeat must send the same content",
                                            code="business-rule")
-                return fhir_response(seen["status"], seen["body"], seen["headers"])
+                return shape(Response(seen["status"], seen["body"], seen["headers"]))
             resp = work(tx)
             if key:
                 tx.remember(scope, key, {"status": resp.status, "body": resp.body, "headers": resp.headers,
                                          "digest": digest})
-        return shaped(resp)
+        return shape(resp)
 
     def system(self) -> FlaskResponse:
         bundle = read_body()
@@ -127,7 +143,8 @@ class FhirEndpoints:
             f"{ident.get('system', '')}|{ident['value']}" if ident.get("value") else None)
         refused = self.bundles.check(bundle)  # before the write lock: validation needs no store
         return self.idempotent("bundle", key, bundle,
-                               lambda tx: Response(200, self.bundles.process(tx, bundle, refused)))
+                               lambda tx: Response(200, self.bundles.process(tx, bundle, refused)),
+                               shape=lambda resp: fhir_response(resp.status, shaped_entries(resp.body), resp.headers))
 
     def type_level(self, rtype: str) -> FlaskResponse:
         if rtype.startswith("$"):

@@ -945,6 +945,24 @@ def test_a_batch_answers_each_entry_on_its_own(fhir: Fhir, service: str) -> None
     assert fhir.get(f"/fhir/{good['location'].rsplit('/_history', 1)[0]}").status_code == 200
 
 
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+@pytest.mark.parametrize("wanted", ["minimal", "OperationOutcome"])
+def test_prefer_return_shapes_the_entries_not_the_response_bundle(fhir: Fhir, service: str, kind: str,
+                                                                    wanted: str) -> None:
+    rtype = first_type(service)
+    fhir.admit_for(rtype, ALICE, BOB)
+
+    resp = fhir.post("/fhir", bundle(kind, entry(minimal(rtype, ALICE)), entry(minimal(rtype, BOB))),
+                     headers={"Prefer": f"return={wanted}"})
+
+    assert resp.status_code == 200
+    assert resp.json["type"] == f"{kind}-response"
+    assert [e["response"]["status"] for e in resp.json["entry"]] == ["201 Created", "201 Created"]
+    assert all("resource" not in e for e in resp.json["entry"])
+    if wanted == "OperationOutcome":
+        assert all(e["response"]["outcome"]["resourceType"] == "OperationOutcome" for e in resp.json["entry"])
+
+
 def test_a_post_entry_must_name_its_own_type(fhir: Fhir, service: str) -> None:
     rtype = first_type(service)
     wrong_url = entry(minimal(rtype, ALICE), url="Basic")
