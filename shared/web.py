@@ -221,6 +221,9 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     """Build a service's Flask app: nothing connects before the first request but the store file."""
     configure(settings.log_level, settings.service)
     app = Flask(f"iop.{settings.service}")
+    # A FHIR client is answered, never redirected: `/fhir/Patient/` is `/fhir/Patient`, and `//` is no path.
+    app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     store = SQLiteStore(settings.database)
     api = FhirApi(store, registry, settings.base_url)

@@ -1,6 +1,6 @@
 """The contract every answer must keep, whatever was asked, and the tally `make fuzz` prints.
 
-- never a 5xx (nothing the fuzzer sends is the server's fault, and every dependency is up);
+- never a 5xx (nothing the fuzzer sends is the server's fault, and every dependency is up), and never a redirect;
 - every 4xx is a FHIR OperationOutcome served as application/fhir+json;
 - a write the server refused stored nothing: no resource version, no outbox event, no queued work
   (the service's own AuditEvent of the attempt aside);
@@ -108,6 +108,8 @@ def violations(sent: Sent, resp: requests.Response | None, gained: list[str], er
     found = []
     if resp.status_code >= 500:
         found.append(f"server error {resp.status_code}")
+    elif 300 <= resp.status_code < 400:
+        found.append(f"a redirect ({resp.status_code}) where a FHIR server answers")
     elif resp.status_code >= 400 and sent.method != "HEAD":
         problem = _operation_outcome_problem(resp)
         if problem:

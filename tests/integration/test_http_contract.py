@@ -146,3 +146,16 @@ def test_a_server_error_is_logged_with_an_incident_id_the_client_also_gets(open_
     assert (record["route"], record["method"], record["error"]) == ("/fhir/<rtype>/<rid>/$broken", "POST", "ValueError")
     assert any("test_http_contract.py" in frame and "broken" in frame for frame in record["frames"])
     assert secret not in lines.getvalue()
+
+
+# -- no redirects ---------------------------------------------------------------------------------
+
+def test_a_trailing_slash_is_answered_and_an_empty_segment_is_not_found_never_redirected(
+        open_service: Callable[..., Fhir]) -> None:
+    fhir = open_service("careplan")
+    created = fhir.create(minimal("Goal", ALICE))
+
+    assert fhir.get("/fhir/Goal/").status_code == 200
+    assert fhir.get(f"/fhir/Goal/{created['id']}/").json["id"] == created["id"]
+    assert_outcome(fhir.get(f"/fhir//Goal/{created['id']}"), 404)
+    assert_outcome(fhir.get("/fhir/Goal//"), 404)
