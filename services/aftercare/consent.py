@@ -6,9 +6,10 @@ queued deliveries. Reasons are short and carry no PHI: they end up in logs and a
 """
 from __future__ import annotations
 
+import calendar
 import copy
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from shared import codes
 from shared.fhir.labels import add_part2_labels
@@ -90,7 +91,7 @@ def _in_period(provision: dict, request: _Request) -> str | None:
     period = provision.get("period") or {}
     try:
         start, end = _bounds(period.get("start"))[0], _bounds(period.get("end"))[1]
-    except ValueError:
+    except (ValueError, OverflowError):
         return "consent period unreadable"
     if start and request.now < start:
         return "consent not yet in effect"
@@ -177,13 +178,10 @@ def _bounds(value: str | None) -> tuple[datetime | None, datetime | None]:
     parts = [int(p) for p in value.split("-")]
     year, month, day = parts + [1] * (3 - len(parts))
     start = datetime(year, month, day, tzinfo=UTC)
-    if len(parts) == 3:
-        following = start + timedelta(days=1)
-    elif len(parts) == 2:
-        following = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
-    else:
-        following = datetime(year + 1, 1, 1, tzinfo=UTC)
-    return start, following - timedelta(microseconds=1)
+    # The last instant is built, not reached by adding a day: 9999-12-31 has no following day to subtract from.
+    last_month = month if len(parts) >= 2 else 12
+    last_day = day if len(parts) == 3 else calendar.monthrange(year, last_month)[1]
+    return start, datetime(year, last_month, last_day, 23, 59, 59, 999999, tzinfo=UTC)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -107,6 +107,17 @@ def test_open_ended_and_datetime_periods():
     assert decide([part2_consent(**{"provision.period": {"end": "2025"}})]).permit
 
 
+@pytest.mark.parametrize("end", ["9999-12-31", "9999-12", "9999", "9999-12-31T23:59:59+14:00",
+                                 "9999-12-31T23:59:59-14:00"])
+def test_a_period_ending_at_the_calendars_edge_is_open_ended(end):
+    assert decide([part2_consent(**{"provision.period": {"start": "2025-03-01", "end": end}})]).permit
+
+
+def test_a_period_at_the_calendars_start_has_ended():
+    consent = part2_consent(**{"provision.period": {"start": "0001-01-01T00:00:00+14:00", "end": "0001-01-02"}})
+    assert decide([consent]).reason == "consent expired"
+
+
 def test_naive_now_is_read_as_utc():
     assert decide([part2_consent()], now=datetime(2025, 6, 1, 12, 0)).permit
 
