@@ -15,7 +15,6 @@ import json
 import os
 import platform
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import requests
 from services.careplan.app import create_app
 from shared import codes
 from shared.fhir.validation import validate_resource
+from shared.serving import gunicorn_argv
 from tests.support import processes
 from tests.support.auth import TEST_SECRET, bearer, token
 from tests.support.waiting import wait_until
@@ -152,8 +152,7 @@ def bench_http(var: Path) -> dict[str, float]:
     env = processes.service_env(var, "127.0.0.1:9", extra={
         "IOP_READY_REQUIRES_KAFKA": "0", "IOP_LOG_LEVEL": "WARNING", "IOP_CAREPLAN_PORT": str(port),
         "IOP_CAREPLAN_BASE_URL": f"{root}/fhir"})
-    argv = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", "4", "services.careplan.app:create_app()"]
+    argv = gunicorn_argv("careplan", port, workers=1, threads=4)
     web = processes.Proc("careplan-web", argv, env, var / "log" / "careplan-web.log").start()
     session = requests.Session()
     session.headers.update({**FHIR_JSON, **bearer()})

@@ -24,6 +24,7 @@ from bench.measure import wait_until
 from shared.config import ROOT
 from shared.events.admin import create_topics
 from shared.events.catalogue import ALL_TOPICS
+from shared.serving import gunicorn_argv
 
 VAR = ROOT / "var" / "bench"
 KAFKA_SH = ROOT / "deploy" / "kafka" / "kafka.sh"
@@ -167,12 +168,11 @@ class Suite:
     def start(self) -> None:
         for db in VAR.glob("*.db*"):
             db.unlink()
-        env, gunicorn = service_env(), str(Path(sys.executable).parent / "gunicorn")
+        env = service_env()
         for service, port in PORTS.items():
             workers, threads = self.web[service]
-            self.procs[f"{service}-web"] = Proc(f"{service}-web", [
-                gunicorn, "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads),
-                f"services.{service}.app:create_app()"]).start(env)
+            self.procs[f"{service}-web"] = Proc(f"{service}-web", gunicorn_argv(service, port, workers, threads)
+                                                ).start(env)
             self.procs[f"{service}-worker"] = Proc(f"{service}-worker", [
                 sys.executable, "-m", f"services.{service}.worker"]).start(env)
         for service in PORTS:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import ssl
+import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from gunicorn import util
@@ -19,6 +21,7 @@ from gunicorn.http import errors
 from gunicorn.http.wsgi import Response, default_environ
 from gunicorn.workers.gthread import ThreadWorker
 
+from shared.config import ROOT
 from shared.logs import get_logger
 from shared.web import stack_frames
 
@@ -88,3 +91,15 @@ class FhirWorker(ThreadWorker):
         resp = Response(req, client, self.cfg)
         resp.status = f"{status} {reason}"
         self.log.access(resp, req, environ, timedelta(0))
+
+
+def gunicorn_argv(service: str, port: int, workers: int | None = None, threads: int | None = None) -> list[str]:
+    """The command that runs a service's web process with the deploy's gunicorn settings (deploy/gunicorn.conf.py:
+    this worker class, JSON logs), as deploy/suite.sh does; tests and benchmarks pick workers and threads."""
+    argv = [str(Path(sys.executable).parent / "gunicorn"), "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
+            "--bind", f"127.0.0.1:{port}"]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    return [*argv, f"services.{service}.app:create_app()"]

@@ -8,15 +8,14 @@ It binds a free port rather than the suite's fixed test port, so it never meets 
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import ResourceNotFound
 
+from shared.serving import gunicorn_argv
 from tests.support import processes
 from tests.support.auth import token
 from tests.support.examples import minimal
@@ -39,8 +38,7 @@ def careplan_base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}/fhir"
     env = processes.service_env(var_dir, "127.0.0.1:9", extra={
         "IOP_READY_REQUIRES_KAFKA": "0", "IOP_CAREPLAN_PORT": str(port), "IOP_CAREPLAN_BASE_URL": base})
-    argv = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", "4", "services.careplan.app:create_app()"]
+    argv = gunicorn_argv("careplan", port, workers=1, threads=4)
     web = processes.Proc("careplan-web", argv, env, var_dir / "log" / "careplan-web.log").start()
 
     def ready() -> bool:

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import requests
 
-from shared.config import ROOT
+from shared.serving import gunicorn_argv
 from tests.support import processes
 from tests.support.auth import bearer
 from tests.support.examples import minimal
@@ -21,8 +20,7 @@ def careplan_web(tmp_path: Path, web_port: int, bootstrap: str, extra: dict[str,
     env = processes.service_env(tmp_path, bootstrap, {
         "IOP_CAREPLAN_PORT": str(web_port), "IOP_CAREPLAN_BASE_URL": f"http://127.0.0.1:{web_port}/fhir",
         "IOP_WEB_WORKERS": "1", **extra})
-    argv = [str(Path(sys.executable).parent / "gunicorn"), "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
-            "--bind", f"127.0.0.1:{web_port}", "services.careplan.app:create_app()"]
+    argv = gunicorn_argv("careplan", web_port)
     return processes.Proc("careplan-web", argv, env, tmp_path / "log" / "careplan-web.log").start()
 
 

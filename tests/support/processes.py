@@ -10,6 +10,7 @@ from pathlib import Path
 import requests
 
 from shared.config import ROOT
+from shared.serving import gunicorn_argv
 from tests.support.auth import TEST_SECRET
 from tests.support.ports import port as test_port
 from tests.support.waiting import wait_until
@@ -72,9 +73,8 @@ class Proc:
 
 def web(service: str, env: dict[str, str], var_dir: Path, port: int | None = None) -> Proc:
     port = port or TEST_PORTS[service]
-    argv = [str(Path(sys.executable).parent / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1",
-            "--threads", "4", "--worker-class", "shared.serving.FhirWorker", f"services.{service}.app:create_app()"]
-    return Proc(f"{service}-web", argv, env, var_dir / "log" / f"{service}-web.log")
+    return Proc(f"{service}-web", gunicorn_argv(service, port, workers=1, threads=4), env,
+                var_dir / "log" / f"{service}-web.log")
 
 
 def worker(service: str, env: dict[str, str], var_dir: Path) -> Proc:
