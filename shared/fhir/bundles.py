@@ -26,13 +26,17 @@ def page_links(url: str, params: list[tuple[str, str]], total: int, count: int, 
 
 
 def searchset(base: str, url: str, params: list[tuple[str, str]], page: Page, count: int, offset: int,
-              included: list[Stored] = ()) -> dict[str, Any]:
+              included: list[Stored] = (), more: bool = False) -> dict[str, Any]:
+    """`more`: of an uncounted search (Page.total None), whether another page follows."""
     entries = [{"fullUrl": full_url(base, s), "resource": s.resource, "search": {"mode": "match"}}
                for s in page.items]
     entries += [{"fullUrl": full_url(base, s), "resource": s.resource, "search": {"mode": "include"}}
                 for s in included]
-    bundle = {"resourceType": "Bundle", "type": "searchset", "timestamp": now_instant(), "total": page.total,
-              "link": page_links(url, params, page.total, count, offset)}
+    known = page.total if page.total is not None else offset + len(page.items) + (1 if more else 0)
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "timestamp": now_instant()}
+    if page.total is not None:
+        bundle["total"] = page.total
+    bundle["link"] = page_links(url, params, known, count, offset)
     return {**bundle, "entry": entries} if entries else bundle  # FHIR JSON has no empty arrays
 
 

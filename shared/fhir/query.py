@@ -1,18 +1,24 @@
 """From a search request's parameters to store conditions, order and paging."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.fhir.dates import date_range
+from shared.fhir.elements import SUMMARY_MODES, parse_elements
+from shared.fhir.grants import require
+from shared.fhir.includes import Include, parse_include, targets_of
 from shared.fhir.numbers import parse_int
 from shared.fhir.outcome import FhirError, Issue
-from shared.fhir.registry import ResourceDef
-from shared.fhir.search import condition, date_bounds, date_sql
+from shared.fhir.partners import PARTNER_TAG
+from shared.fhir.registry import TAG_PARAM, Registry, ResourceDef
+from shared.fhir.search import chain_condition, condition, date_bounds, date_sql, has_condition
 
 MAX_COUNT = 1000
 MAX_OFFSET = 10**9
 DEFAULT_COUNT = 50
-CONTROL = {"_count", "_offset", "_sort", "_format", "_pretty", "_summary", "_total", "_elements"}
+CONTROL = {"_format", "_pretty"}
+TOTALS = ("none", "estimate", "accurate")
 HISTORY_CONTROL = {"_format", "_pretty", "_summary", "_elements"}  # accepted, shape nothing here
 # What one search may ask of SQLite, whose expression trees stop at a depth of 1000: a client needing more
 # searches in pages of criteria.
@@ -39,6 +45,10 @@ class Query:
     order: str = "r.created_seq"
     count: int = DEFAULT_COUNT
     offset: int = 0
+    includes: list[Include] = field(default_factory=list)
+    summary: str | None = None
+    elements: frozenset[str] | None = None
+    total: str = "accurate"  # none: the store does not count the matches
 
 
 @dataclass
@@ -70,7 +80,118 @@ def _sort_clause(rdef: ResourceDef, raw: str) -> str:
     return ", ".join([*keys, "r.created_seq ASC"])
 
 
-def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -> Query:
+def _unsupported(key: str, message: str) -> FhirError:
+    return FhirError(400, [Issue(f"{key}: {message}", code="not-supported", expression=key)])
+
+
+def _confined(rdef: ResourceDef) -> list[tuple[str, list]]:
+    """The condition confining a referral partner to its own resources of a type it searches indirectly."""
+    partner = rdef.confined_to("s")
+    return [condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}")] if partner else []
+
+
+def _criterion(rdef: ResourceDef, name: str, modifier: str, raw: str, why: str) -> tuple[str, list]:
+    """One criterion on another type reached by a chain or `_has`: scope and partner rules apply to it too."""
+    require(rdef.type, "s", why)
+    if name == "_id":
+        ids = [i for i in raw.split(",") if i] or [""]
+        return "r.id IN (" + ",".join("?" * len(ids)) + ")", ids
+    param = rdef.param(name)
+    if param is None or name.startswith("_has") or "." in name:
+        raise _unsupported(why, f"{rdef.type} has no search parameter {name[:40]} here (one level is supported)")
+    return condition(param, modifier, raw)
+
+
+def chained(registry: Registry, rdef: ResourceDef, key: str, raw: str) -> tuple[str, list]:
+    """`subject:Patient.identifier=...`: one level of chaining, to the types this service holds."""
+    head, _, rest = key.partition(".")
+    name, _, target = head.partition(":")
+    param = rdef.param(name)
+    if param is None or param.kind != "reference":
+        raise _unsupported(key, f"{name[:40]} is not a reference parameter of {rdef.type}")
+    chained_name, _, chained_modifier = rest.partition(":")
+    targets = []
+    for rtype in targets_of(registry, rdef, param, target or None):
+        tdef = registry.types[rtype]
+        if chained_name == "_id" or tdef.param(chained_name) is not None:
+            targets.append((rtype, [_criterion(tdef, chained_name, chained_modifier, raw, key), *_confined(tdef)]))
+    if not targets:
+        raise _unsupported(key, "no type held by this service has that parameter to chain to")
+    return chain_condition(param.name, targets)
+
+
+def reverse_chained(registry: Registry, rdef: ResourceDef, key: str, raw: str) -> tuple[str, list]:
+    """`_has:Observation:subject:code=...`: some Observation held here whose subject is this resource has that
+    code. One level: a `_has` inside a `_has` is not supported."""
+    parts = key.split(":")
+    if len(parts) not in (4, 5):
+        raise _unsupported(key, "give _has:Type:reference:parameter (one level)")
+    source = registry.types.get(parts[1])
+    reference = source.param(parts[2]) if source else None
+    if source is None or reference is None or reference.kind != "reference":
+        raise _unsupported(key, "names no reference parameter of a type served here")
+    where = [_criterion(source, parts[3], parts[4] if len(parts) == 5 else "", raw, key), *_confined(source)]
+    return has_condition(source.type, reference.name, where)
+
+
+def _control(q: Query, rdef: ResourceDef, registry: Registry | None, key: str, raw: str, strict: bool) -> bool:
+    """The result parameters: _include, _revinclude, _summary, _elements, _total. False for any other key."""
+    name = key.partition(":")[0]
+    if name in ("_include", "_revinclude"):
+        if registry is None:
+            raise _unsupported(key, "not supported here")
+        if (inc := parse_include(registry, rdef.type, key, raw, strict)) is not None:
+            q.includes.append(inc)
+            q.used.append((key, raw))
+    elif name == "_summary":
+        if raw not in SUMMARY_MODES:
+            raise FhirError(400, [Issue(f"_summary takes {', '.join(SUMMARY_MODES)}", expression="_summary")])
+        q.summary = raw
+        q.used.append((key, raw))
+    elif name == "_elements":
+        q.elements = parse_elements(raw, rdef.type)
+        q.used.append((key, raw))
+    elif name == "_total":
+        if raw not in TOTALS:
+            raise FhirError(400, [Issue(f"_total takes {', '.join(TOTALS)}", expression="_total")])
+        q.total = raw
+        q.used.append((key, raw))
+    else:
+        return False
+    return True
+
+
+def _combinations(q: Query, strict: bool) -> None:
+    """What cannot be asked together: refused under strict handling, otherwise settled as documented."""
+    if q.summary is not None and q.elements is not None:
+        if strict:
+            raise _unsupported("_elements", "_summary and _elements cannot be used together")
+        q.summary = None  # the more precise of the two wins
+    if q.summary == "count":
+        if strict and q.includes:
+            raise _unsupported("_include", "_summary=count returns no resources to include from")
+        q.count, q.includes = 0, []
+
+
+def _criteria(q: Query, rdef: ResourceDef, registry: Registry | None, key: str, raw: str) -> bool:
+    """A chained or reverse-chained criterion; False for a key that is neither."""
+    if key.startswith("_has:"):
+        builder = reverse_chained
+    elif "." in key and not key.startswith("_"):
+        builder = chained
+    else:
+        return False
+    if registry is None:
+        raise _unsupported(key, "not supported here")
+    _bounded(q, key, raw)
+    q.where.append(builder(registry, rdef, key, raw))
+    q.used.append((key, raw))
+    return True
+
+
+def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool,
+                registry: Registry | None = None) -> Query:
+    """`registry`: what chains, `_has` and includes may reach (none without it)."""
     q = Query()
     for key, raw in items:
         name, _, modifier = key.partition(":")
@@ -83,6 +204,10 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -
             q.order = _sort_clause(rdef, raw)
             q.used.append((key, raw))
         elif name in CONTROL:
+            continue
+        elif _control(q, rdef, registry, key, raw, strict):
+            continue
+        elif _lenient(strict, lambda key=key, raw=raw: _criteria(q, rdef, registry, key, raw)):
             continue
         elif name in ("_id", "_lastUpdated") and modifier:
             raise FhirError(400, [Issue(f"search parameter {name} takes no modifier here", code="not-supported",
@@ -106,7 +231,18 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool) -
         elif strict:
             raise FhirError(400, [Issue(f"unknown search parameter {name} for {rdef.type}", code="not-supported",
                                         expression=name)])
+    _combinations(q, strict)
     return q
+
+
+def _lenient(strict: bool, attempt: Callable[[], bool]) -> bool:
+    """Run a criterion's parse; one this server cannot follow (400 not-supported) is ignored unless strict."""
+    try:
+        return attempt()
+    except FhirError as exc:
+        if strict or exc.status != 400 or any(i.code != "not-supported" for i in exc.issues):
+            raise
+        return True
 
 
 def parse_history(items: list[tuple[str, str]], strict: bool) -> HistoryQuery:

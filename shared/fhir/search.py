@@ -193,6 +193,38 @@ def _printable(text: str) -> str:
     return text if len(text) <= 32 else text[:32] + "..."
 
 
+def reference_in(name: str, references: list[str]) -> tuple[str, list]:
+    """Resources whose reference parameter `name` names one of `references` (`Type/id`): one flat IN list,
+    which no expression depth limit meets however many there are."""
+    return _SUB + "s.value IN (" + ",".join("?" * len(references)) + "))", [name, *references]
+
+
+def _matching(rtype: str, where: list[tuple[str, list]]) -> tuple[str, list]:
+    """SELECT of the live resources of `rtype` meeting `where`. Its alias `r` shadows the outer query's `r`, so
+    the conditions built for a search (which name `r`) apply to these resources unchanged."""
+    clause = " AND ".join(["r.type=?", "r.deleted=0", *(w for w, _ in where)])
+    return f"FROM resource r WHERE {clause}", [rtype, *(a for _, args in where for a in args)]
+
+
+def chain_condition(name: str, targets: list[tuple[str, list[tuple[str, list]]]]) -> tuple[str, list]:
+    """A chained parameter (`subject:Patient.identifier=...`): the reference `name` names a resource of one of the
+    target types that meets that type's conditions. Portable SQL: `||` concatenates in SQLite and PostgreSQL."""
+    alternatives, args = [], [name]
+    for rtype, where in targets:
+        sql, sql_args = _matching(rtype, where)
+        alternatives.append(f"s.value IN (SELECT r.type || '/' || r.id {sql})")
+        args += sql_args
+    return _SUB + "(" + " OR ".join(alternatives) + "))", args
+
+
+def has_condition(source: str, name: str, where: list[tuple[str, list]]) -> tuple[str, list]:
+    """Reverse chaining (`_has:Observation:subject:code=...`): some `source` resource meeting `where` refers to
+    this one through its reference parameter `name`."""
+    sql, sql_args = _matching(source, where)
+    return ("EXISTS (SELECT 1 FROM search_index h WHERE h.type=? AND h.param=? AND h.value=r.type || '/' || r.id"
+            f" AND h.id IN (SELECT r.id {sql}))", [source, name, *sql_args])
+
+
 def condition(param: SearchParam, modifier: str, raw: str, target: str | None = None) -> tuple[str, list]:
     _check_modifier(param, modifier)
     if raw == "":

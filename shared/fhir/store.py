@@ -104,7 +104,7 @@ class WorkItem:
 
 @dataclass(frozen=True)
 class Page:
-    total: int
+    total: int | None  # None when the search was asked not to count (total=False)
     items: list[Stored]
 
 
@@ -132,7 +132,8 @@ class Store(Protocol):
     def read(self, rtype: str, rid: str) -> Stored | None: ...
     def vread(self, rtype: str, rid: str, version: int) -> Stored | None: ...
     def history(self, rtype: str | None, rid: str | None, since: str | None, count: int, offset: int) -> Page: ...
-    def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int) -> Page: ...
+    def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int,
+               total: bool = True) -> Page: ...
     def unsent_events(self, limit: int) -> list[OutboxEvent]: ...
     def mark_sent(self, seqs: list[int]) -> None: ...
     def get_value(self, name: str) -> str | None: ...
@@ -332,15 +333,18 @@ class SQLiteStore:
                             [*args, count, offset]).fetchall()
         return Page(total, [_row_to_stored(r, r["method"]) for r in rows])
 
-    def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int) -> Page:
-        """`where` holds SQL conditions on the alias `r` (resource) with their arguments, ANDed."""
+    def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int,
+               total: bool = True) -> Page:
+        """`where` holds SQL conditions on the alias `r` (resource) with their arguments, ANDed; `total`: whether
+        to count every match (a second query), or leave Page.total None."""
         clause = " AND ".join(["r.type=?", "r.deleted=0", *(w for w, _ in where)])
         args: list[Any] = [rtype, *(a for _, wargs in where for a in wargs)]
         conn = self._conn()
-        total = conn.execute(f"SELECT count(*) FROM resource r WHERE {clause}", args).fetchone()[0]
+        matched = conn.execute(f"SELECT count(*) FROM resource r WHERE {clause}", args).fetchone()[0] if total \
+            else None
         rows = conn.execute(f"SELECT r.* FROM resource r WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
                             [*args, count, offset]).fetchall()
-        return Page(total, [_row_to_stored(r) for r in rows])
+        return Page(matched, [_row_to_stored(r) for r in rows])
 
     def unsent_events(self, limit: int) -> list[OutboxEvent]:
         rows = self._conn().execute("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",
