@@ -18,7 +18,7 @@ from shared.fhir.validation import parse_json
 from shared.logs import get_logger
 
 log = get_logger("iop.access")
-INSTANCE = {"GET": "r", "PUT": "u", "DELETE": "d"}
+INSTANCE = {"GET": "r", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 AUDIT_ACTION = {"c": "C", "r": "R", "s": "R", "u": "U", "d": "D"}
 EXEMPT = {"/fhir/metadata"}
 
@@ -64,7 +64,7 @@ def bundle_needs(bundle: dict) -> list[tuple[str, str]]:
         rtype = ((req.get("url") or "").split("?")[0].strip("/").split("/") or [""])[0]
         method = req.get("method", "GET")
         single = "/" in (req.get("url") or "").split("?")[0].strip("/")
-        out.append((rtype, {"POST": "c", "PUT": "u", "DELETE": "d"}.get(method, "r" if single else "s")))
+        out.append((rtype, {"POST": "c", "PUT": "u", "PATCH": "u", "DELETE": "d"}.get(method, "r" if single else "s")))
     return out
 
 

@@ -8,13 +8,16 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from shared.fhir import bundles
+from shared.fhir.elements import summarised, with_elements
+from shared.fhir.includes import Includer
 from shared.fhir.numbers import MAX_NUMBER, whole_number
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.partners import PARTNER_TAG, PartnerAccess, caller_partner, owned_by, refused
+from shared.fhir.patch import patched
 from shared.fhir.query import parse_history, parse_query
 from shared.fhir.registry import TAG_PARAM, Registry, Repository, ResourceDef
 from shared.fhir.search import condition
-from shared.fhir.store import Store, Stored, Transaction
+from shared.fhir.store import Page, Store, Stored, Transaction
 from shared.fhir.validation import check_id
 
 
@@ -84,12 +87,20 @@ class FhirApi:
 
     def search(self, rtype: str, items: list[tuple[str, str]], strict: bool) -> Response:
         rdef = self.registry.get(rtype)
-        q = parse_query(rdef, items, strict)
+        q = parse_query(rdef, items, strict, self.registry)
         partner = rdef.confined_to("s")
         if partner is not None:  # a referral partner sees only its own submissions
             q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
-        page = self.store.search(rtype, q.where, q.order, q.count, q.offset)
-        return Response(200, bundles.searchset(self.base, f"{self.base}/{rtype}", q.used, page, q.count, q.offset))
+        counted = q.total != "none"
+        # Uncounted, one match more than the page tells whether a next page exists.
+        page = self.store.search(rtype, q.where, q.order, q.count + (0 if counted else 1), q.offset, total=counted)
+        more = not counted and len(page.items) > q.count
+        if not counted:
+            page = Page(None, page.items[:q.count])
+        included = Includer(self.store, self.registry).included(page.items, q.includes) if q.includes else []
+        bundle = bundles.searchset(self.base, f"{self.base}/{rtype}", q.used, page, q.count, q.offset, included,
+                                   more)
+        return Response(200, shape_entries(bundle, q.summary, q.elements))
 
     def history(self, rtype: str | None, rid: str | None, items: list[tuple[str, str]],
                 strict: bool = False) -> Response:
@@ -109,7 +120,7 @@ class FhirApi:
     def find(self, rtype: str, criteria: str) -> list[Stored]:
         """Resources matching a conditional query string such as `identifier=sys|val`."""
         rdef = self.registry.get(rtype)
-        q = parse_query(rdef, parse_qsl(criteria, keep_blank_values=True), strict=True)
+        q = parse_query(rdef, parse_qsl(criteria, keep_blank_values=True), strict=True, registry=self.registry)
         if not q.where:
             raise FhirError.single(412, "a conditional request needs at least one search criterion",
                                    code="invalid")
@@ -148,12 +159,41 @@ class FhirApi:
         stored = self.repo.update(tx, rtype, rid, resource, parse_etag(if_match), validated=validated)
         return resource_response(self.base, stored, 200 if existed else 201)
 
+    def patch(self, tx: Transaction, rtype: str, rid: str, document: Any, if_match: str | None) -> Response:
+        """Apply a JSON Patch (a list) or a FHIRPath Patch (a Parameters) to the current version, then write the
+        result as an update: the same validation, rules, hooks and If-Match."""
+        rdef = self.registry.get(rtype)
+        if rdef.read_only:
+            raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        check_id(rid)
+        expected = parse_etag(if_match)
+        current = tx.read(rtype, rid)
+        if current is None or not visible(rdef, current):
+            raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
+        if current.deleted:
+            raise FhirError.single(410, f"{rtype}/{rid} was deleted", code="deleted")
+        new = patched(current.resource, document)
+        stored = self.repo.update(tx, rtype, rid, new, expected, validated=True)
+        return resource_response(self.base, stored, 200)
+
     def delete(self, tx: Transaction, rtype: str, rid: str) -> Response:
         if self.registry.get(rtype).read_only:
             raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
         check_id(rid)
         self.repo.delete(tx, rtype, rid)
         return Response(204)
+
+
+def shape_entries(bundle: dict[str, Any], summary: str | None, elements: frozenset[str] | None) -> dict[str, Any]:
+    """A searchset's resources as `_summary` or `_elements` asks: the matches only, included ones whole."""
+    if summary in (None, "false", "count") and elements is None:
+        return bundle
+    for entry in bundle.get("entry", []):
+        if entry["search"]["mode"] == "match":
+            resource = entry["resource"]
+            entry["resource"] = with_elements(resource, elements) if elements is not None else \
+                summarised(resource, summary or "false")
+    return bundle
 
 
 def not_found_operation(name: str) -> FhirError:

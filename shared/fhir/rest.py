@@ -15,6 +15,7 @@ from shared.fhir.media import negotiate
 from shared.fhir.operations import check_body, check_query, validation_issues, validation_request
 from shared.fhir.outcome import FhirError, Issue, informational, operation_outcome
 from shared.fhir.partners import idempotency_scope
+from shared.fhir.patch import JSON_PATCH
 from shared.fhir.transaction import BundleProcessor, unresolved_placeholders
 from shared.fhir.validation import check_id, parse_json, validate_resource
 
@@ -47,6 +48,16 @@ def read_body() -> dict[str, Any]:
         raise FhirError.single(415, f"send {FHIR_JSON} (or application/json), not {request.mimetype or 'nothing'}",
                                code="not-supported")
     return parse_json(request.get_data(cache=True))
+
+
+def read_patch() -> Any:
+    """A PATCH body: a JSON Patch array, or a FHIRPath Patch (a Parameters resource)."""
+    if request.mimetype == JSON_PATCH:
+        return parse_json(request.get_data(cache=True), array=True)
+    if request.mimetype in ACCEPTED_MEDIA:
+        return parse_json(request.get_data(cache=True))
+    raise FhirError.single(415, f"PATCH with {JSON_PATCH} (a JSON Patch) or {FHIR_JSON} (a FHIRPath Patch "
+                                f"Parameters), not {request.mimetype or 'nothing'}", code="not-supported")
 
 
 def prefer(name: str) -> str | None:
@@ -169,6 +180,10 @@ class FhirEndpoints:
         if request.method == "DELETE":
             with self.api.store.transaction() as tx:
                 return shaped(self.api.delete(tx, rtype, rid))
+        if request.method == "PATCH":
+            document = read_patch()
+            with self.api.store.transaction() as tx:
+                return shaped(self.api.patch(tx, rtype, rid, document, request.headers.get("If-Match")))
         resource = read_body()
         validate_resource(resource, rtype)
         unresolved_placeholders(resource, rtype)
@@ -226,7 +241,7 @@ def mount_fhir(app: Flask, endpoints: FhirEndpoints) -> None:
         200, api.search(rtype, search_items(), prefer("handling") == "strict").body), methods=["POST"])
     bp.add_url_rule("/<rtype>/_history", "type_history", lambda rtype: history(api, rtype, None), methods=["GET"])
     bp.add_url_rule("/<rtype>/$validate", "validate", e.validate_op, methods=["POST"])
-    bp.add_url_rule("/<rtype>/<rid>", "instance", e.instance, methods=["GET", "PUT", "DELETE", "POST"])
+    bp.add_url_rule("/<rtype>/<rid>", "instance", e.instance, methods=["GET", "PUT", "DELETE", "POST", "PATCH"])
     bp.add_url_rule("/<rtype>/<rid>/_history", "instance_history", lambda rtype, rid: history(api, rtype, rid),
                     methods=["GET"])
     bp.add_url_rule("/<rtype>/<rid>/_history/<vid>", "vread",

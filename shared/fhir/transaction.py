@@ -7,6 +7,8 @@ A batch answers each entry on its own, each under a savepoint of the one store t
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import uuid
 from typing import Any
@@ -16,10 +18,11 @@ from shared.fhir.bundle_rules import duplicate_full_urls
 from shared.fhir.interactions import FhirApi, Response
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
 from shared.fhir.partners import created_together
+from shared.fhir.patch import JSON_PATCH
 from shared.fhir.references import PLACEHOLDER, is_conditional, placeholders, processing_order, references, rewrite
 from shared.fhir.store import Stored, Transaction
 from shared.fhir.util import now_instant
-from shared.fhir.validation import bundle_entry_errors, validate_bundle_entries
+from shared.fhir.validation import bundle_entry_errors, parse_json, validate_bundle_entries
 
 
 def _entry_response(resp: Response) -> dict[str, Any]:
@@ -192,6 +195,8 @@ class BundleProcessor:
                 raise FhirError.single(422, f"a PUT entry to {parts[0]} must carry a {parts[0]}", code="invalid",
                                        expression="resourceType")
             return self.api.update(tx, parts[0], parts[1], entry["resource"], req.get("ifMatch"), validated=True)
+        if method == "PATCH" and len(parts) == 2:
+            return self.api.patch(tx, parts[0], parts[1], entry_patch(entry), req.get("ifMatch"))
         if method == "DELETE" and len(parts) == 2:
             return self.api.delete(tx, parts[0], parts[1])
         if method == "GET" and len(parts) == 2:
@@ -200,6 +205,22 @@ class BundleProcessor:
             query = req.get("url", "").partition("?")[2]
             return self.api.search(parts[0], parse_qsl(query), strict=False)
         raise FhirError.single(400, f"unsupported request {method} {url}", code="not-supported")
+
+
+def entry_patch(entry: dict) -> Any:
+    """A PATCH entry's patch: a FHIRPath Patch (Parameters), or a JSON Patch carried in a Binary as FHIR
+    requires (contentType application/json-patch+json, the patch base64 in data)."""
+    resource = entry.get("resource") or {}
+    if resource.get("resourceType") == "Parameters":
+        return resource
+    if resource.get("resourceType") == "Binary" and resource.get("contentType") == JSON_PATCH:
+        try:
+            return parse_json(base64.b64decode(resource.get("data", ""), validate=True), array=True)
+        except (binascii.Error, ValueError):
+            raise FhirError.single(400, "the Binary's data is not base64", code="invalid",
+                                   expression="Binary.data") from None
+    raise FhirError.single(400, f"a PATCH entry carries a Parameters (FHIRPath Patch) or a Binary of {JSON_PATCH}",
+                           code="invalid", expression="Bundle.entry.resource")
 
 
 def _put_target(entry: dict) -> str | None:

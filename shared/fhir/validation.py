@@ -58,8 +58,9 @@ _BUNDLE_ENTRY = get_fhir_model_class("BundleEntry")
 # The wire: bytes to a JSON object
 
 
-def parse_json(body: bytes, max_depth: int = 64) -> dict:
-    """Decode a request body into a JSON object, or raise FhirError(400, code "structure")."""
+def parse_json(body: bytes, max_depth: int = 64, array: bool = False) -> Any:
+    """Decode a request body into a JSON object (or, with `array`, an array), or raise FhirError(400, code
+    "structure")."""
     try:
         text = body if isinstance(body, str) else bytes(body).decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -73,7 +74,9 @@ def parse_json(body: bytes, max_depth: int = 64) -> dict:
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers too long to convert
         detail = f"{exc.msg} at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise _malformed(f"The body is not valid JSON{': ' + detail if detail else ''}") from None
-    if not isinstance(data, dict):
+    if array and not isinstance(data, list):
+        raise _malformed("The body must be a JSON array (a JSON Patch document)")
+    if not array and not isinstance(data, dict):
         raise _malformed("The body must be a JSON object (a FHIR resource)")
     return data
 
@@ -236,6 +239,19 @@ def _resource_issues(data: dict, model: type, path: str, allow_conditional_refs:
             seen.add(issue.expression)
             issues.append(issue)
     return issues
+
+
+def element_is_list(resource_type: str, steps: list[str]) -> bool | None:
+    """Whether the element reached by the JSON names `steps` from a resource's root repeats (None: no such
+    element), so that an edit can add to it in the shape the definition gives it."""
+    model = _model_class(resource_type)
+    element = None
+    for step in steps:
+        element = _shape(model).elements.get(step) if model is not None else None
+        if element is None:
+            return None
+        model = element.model
+    return element.is_list if element is not None else None
 
 
 @cache
