@@ -52,8 +52,8 @@ def needed(api: FhirApi, rule: str, method: str, args: dict[str, Any]) -> list[t
         return [(rtype, "s")]
     if rule.endswith(("/_history", "/_history/<vid>", "/$validate")):
         return [(rtype, "r")]
-    if rule == "/fhir/<rtype>":
-        return [(rtype, "s" if method == "GET" else "c")]
+    if rule == "/fhir/<rtype>":  # PUT and DELETE with search criteria are conditional update and delete
+        return [(rtype, {"GET": "s", "PUT": "u", "DELETE": "d"}.get(method, "c"))]
     return [(rtype, INSTANCE.get(method, "r"))]
 
 

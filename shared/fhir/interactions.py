@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 from shared.fhir import bundles
 from shared.fhir.elements import summarised, with_elements
+from shared.fhir.grants import require
 from shared.fhir.includes import Includer
 from shared.fhir.numbers import MAX_NUMBER, whole_number
 from shared.fhir.outcome import FhirError, Issue
@@ -158,6 +159,39 @@ class FhirApi:
         existed = tx.read(rtype, rid)
         stored = self.repo.update(tx, rtype, rid, resource, parse_etag(if_match), validated=validated)
         return resource_response(self.base, stored, 200 if existed else 201)
+
+    def conditional_update(self, tx: Transaction, rtype: str, criteria: str, resource: dict,
+                           if_match: str | None) -> Response:
+        """`PUT Type?criteria`: no match creates (with the body's id, if it names none that exists), one match
+        is updated, several are 412."""
+        if self.registry.get(rtype).read_only:
+            raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        matches = self.find(rtype, criteria)
+        if len(matches) > 1:
+            raise FhirError.single(412, "the conditional update's criteria match more than one resource",
+                                   code="multiple-matches")
+        rid = resource.get("id")
+        if not matches:
+            require(rtype, "c", "a conditional update that matches nothing")
+            if rid is None:
+                return self.create(tx, resource, validated=True)
+            if tx.read(rtype, rid) is not None:
+                raise FhirError.single(409, f"{rtype}/{rid} exists but does not meet the criteria", code="conflict")
+            return self.update(tx, rtype, rid, resource, if_match, validated=True)
+        if rid not in (None, matches[0].id):
+            raise FhirError.single(400, f"the resource id is not that of the match ({matches[0].id})",
+                                   code="invalid", expression=f"{rtype}.id")
+        return self.update(tx, rtype, matches[0].id, {**resource, "id": matches[0].id}, if_match, validated=True)
+
+    def conditional_delete(self, tx: Transaction, rtype: str, criteria: str) -> Response:
+        """`DELETE Type?criteria` deletes the single match; several are 412, none is 204 (nothing to delete)."""
+        if self.registry.get(rtype).read_only:
+            raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        matches = self.find(rtype, criteria)
+        if len(matches) > 1:
+            raise FhirError.single(412, "the conditional delete's criteria match more than one resource; this "
+                                        "server deletes a single match only", code="multiple-matches")
+        return self.delete(tx, rtype, matches[0].id) if matches else Response(204)
 
     def patch(self, tx: Transaction, rtype: str, rid: str, document: Any, if_match: str | None) -> Response:
         """Apply a JSON Patch (a list) or a FHIRPath Patch (a Parameters) to the current version, then write the

@@ -89,6 +89,7 @@ class Operation:
     permission: str = ""  # SMART permission letter it needs; default r for GET, u for POST
     partner: bool = False  # whether a referral partner may call it (then the handler confines it to its own)
     parameters: tuple[OperationParameter, ...] = ()  # its `in` parameters: nothing else is accepted
+    definition: str = ""  # the canonical OperationDefinition, where FHIR or an IG defines the operation
 
     @property
     def needs(self) -> str:

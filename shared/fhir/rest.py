@@ -162,12 +162,30 @@ class FhirEndpoints:
             return self.operation(None, None, rtype[1:])
         if request.method == "GET":
             return fhir_response(200, self.api.search(rtype, search_items(), prefer("handling") == "strict").body)
+        if request.method in ("PUT", "DELETE"):
+            return self.conditional(rtype)
         resource = read_body()
         validate_resource(resource, rtype)
         unresolved_placeholders(resource, rtype)
         key = request.headers.get("Idempotency-Key")
         return self.idempotent(f"create:{rtype}", key, resource, lambda tx: self.api.create(
             tx, resource, request.headers.get("If-None-Exist"), validated=True))
+
+    def conditional(self, rtype: str) -> FlaskResponse:
+        """`PUT Type?criteria` and `DELETE Type?criteria`."""
+        criteria = request.query_string.decode("utf-8", "replace")
+        if not criteria:
+            raise FhirError.single(405, f"{request.method} an instance ({rtype}/id), or give search criteria",
+                                   code="not-supported")
+        if request.method == "DELETE":
+            self.api.registry.get(rtype)
+            with self.api.store.transaction() as tx:
+                return shaped(self.api.conditional_delete(tx, rtype, criteria))
+        resource = read_body()
+        validate_resource(resource, rtype)
+        unresolved_placeholders(resource, rtype)
+        with self.api.store.transaction() as tx:
+            return shaped(self.api.conditional_update(tx, rtype, criteria, resource, request.headers.get("If-Match")))
 
     def instance(self, rtype: str, rid: str) -> FlaskResponse:
         if rid.startswith("$"):
@@ -236,7 +254,7 @@ def mount_fhir(app: Flask, endpoints: FhirEndpoints) -> None:
     bp.add_url_rule("/metadata", "metadata", e.metadata, methods=["GET"])
     bp.add_url_rule("", "system", e.system, methods=["POST"], strict_slashes=False)
     bp.add_url_rule("/_history", "system_history", lambda: history(api, None, None), methods=["GET"])
-    bp.add_url_rule("/<rtype>", "type", e.type_level, methods=["GET", "POST"])
+    bp.add_url_rule("/<rtype>", "type", e.type_level, methods=["GET", "POST", "PUT", "DELETE"])
     bp.add_url_rule("/<rtype>/_search", "search_post", lambda rtype: fhir_response(
         200, api.search(rtype, search_items(), prefer("handling") == "strict").body), methods=["POST"])
     bp.add_url_rule("/<rtype>/_history", "type_history", lambda rtype: history(api, rtype, None), methods=["GET"])

@@ -195,6 +195,14 @@ class BundleProcessor:
                 raise FhirError.single(422, f"a PUT entry to {parts[0]} must carry a {parts[0]}", code="invalid",
                                        expression="resourceType")
             return self.api.update(tx, parts[0], parts[1], entry["resource"], req.get("ifMatch"), validated=True)
+        query = (req.get("url") or "").partition("?")[2]
+        if method == "PUT" and len(parts) == 1 and query:
+            if entry["resource"].get("resourceType") != parts[0]:
+                raise FhirError.single(422, f"a PUT entry to {parts[0]} must carry a {parts[0]}", code="invalid",
+                                       expression="resourceType")
+            return self.api.conditional_update(tx, parts[0], query, entry["resource"], req.get("ifMatch"))
+        if method == "DELETE" and len(parts) == 1 and query:
+            return self.api.conditional_delete(tx, parts[0], query)
         if method == "PATCH" and len(parts) == 2:
             return self.api.patch(tx, parts[0], parts[1], entry_patch(entry), req.get("ifMatch"))
         if method == "DELETE" and len(parts) == 2:

@@ -1042,7 +1042,7 @@ def test_the_base_accepts_only_batch_and_transaction_bundles(fhir: Fhir, service
 # -- CapabilityStatement --------------------------------------------------------------------------
 
 READ_INTERACTIONS = {"read", "vread", "history-instance", "history-type", "search-type"}
-WRITE_INTERACTIONS = {"create", "update", "delete"}
+WRITE_INTERACTIONS = {"create", "update", "patch", "delete"}
 PROBE_VALUES = {"token": "x", "reference": "Patient/x", "date": "2025", "string": "x"}
 
 
@@ -1068,12 +1068,16 @@ def test_capability_statement_claims_what_is_served_and_nothing_else(fhir: Fhir,
             {p.name: p.kind for p in rdef.all_params}
         assert claimed["conditionalCreate"] is (not rdef.read_only)
         assert claimed["updateCreate"] is (not rdef.read_only)
-        assert claimed["conditionalUpdate"] is False
-        assert claimed["conditionalDelete"] == "not-supported"
-        assert not {"searchInclude", "searchRevInclude", "conditionalRead"} & set(claimed)
+        assert claimed["conditionalUpdate"] is (not rdef.read_only)
+        assert claimed["conditionalDelete"] == ("not-supported" if rdef.read_only else "single")
+        assert "conditionalRead" not in claimed
+        for include in claimed.get("searchInclude", []):
+            assert include.split(":")[1] in {p.name for p in rdef.all_params if p.kind == "reference"}
+        for revinclude in claimed.get("searchRevInclude", []):
+            source, name = revinclude.split(":")
+            assert registry.types[source].param(name).kind == "reference"
         assert sorted(o["name"] for o in claimed.get("operation", [])) == \
             sorted(op.name for (t, _, _), op in registry.operations.items() if t == claimed["type"])
-    assert "patch" not in json.dumps(statement).lower()
 
 
 def test_every_claimed_search_parameter_is_understood(fhir: Fhir, service: str) -> None:
