@@ -21,6 +21,7 @@ log = get_logger("iop.access")
 INSTANCE = {"GET": "r", "PUT": "u", "PATCH": "u", "DELETE": "d"}
 AUDIT_ACTION = {"c": "C", "r": "R", "s": "R", "u": "U", "d": "D"}
 EXEMPT = {"/fhir/metadata"}
+EXPORT_FILES = "/fhir/_export/"
 
 
 def verifier_for(settings: Settings) -> TokenVerifier:
@@ -45,6 +46,8 @@ def needed(api: FhirApi, rule: str, method: str, args: dict[str, Any]) -> list[t
         return []  # per entry, in bundle_needs
     if rule == "/fhir/_history":
         return [("*", "r")]
+    if rule.startswith(EXPORT_FILES):
+        return []  # a Bulk Data job's status and files are its own client's alone (shared/fhir/bulk.py)
     if (called := operation_of(api.registry, rule, args)) is not None:
         op = called[1]
         return [(rtype if not rtype.startswith("$") else "*", op.needs if op else "r")]
@@ -140,10 +143,14 @@ def _patients_of(resp: Response) -> list[str]:
 
 
 def record_audit(api: FhirApi, principal: Principal, resp: Response, pairs: list[tuple[str, str]]) -> None:
+    exported = request.url_rule is not None and request.url_rule.rule.startswith(EXPORT_FILES)
     rtype, permission = pairs[0] if pairs else ("*", "r")
     args = request.view_args or {}
     what = f"{args['rtype']}/{args['rid']}" if args.get("rid") and not args["rid"].startswith("$") else rtype
-    entities: list[dict[str, Any]] = [{"what": {"reference": what} if "/" in what else {"display": what},
+    if exported:  # a Bulk Data status or file access: the job and file it reached
+        what, permission = request.path.removeprefix("/fhir/"), "d" if request.method == "DELETE" else "r"
+    named = {"reference": what} if "/" in what and not exported else {"display": what}
+    entities: list[dict[str, Any]] = [{"what": named,
                                        "description": request.url_rule.rule if request.url_rule else ""}]
     for patient in _patients_of(resp):
         entities.append({"what": {"reference": f"Patient/{patient}"}, "role": {

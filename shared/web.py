@@ -226,7 +226,7 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     store = SQLiteStore(settings.database)
-    api = FhirApi(store, registry, settings.base_url)
+    api = FhirApi(store, registry, settings.base_url, settings.var_dir / "export" / settings.service)
     ctx = ServiceContext(settings, store, registry, api, Metrics(), KafkaProbe(settings.kafka_bootstrap))
     app.extensions["iop"] = ctx
     _register_errors(app)

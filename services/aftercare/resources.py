@@ -9,7 +9,8 @@ from services.aftercare.handlers import AftercareHandlers
 from services.aftercare.subscriptions import capability_topic_extensions
 from shared.config import Settings
 from shared.events.outbox import Outbox
-from shared.fhir import params
+from shared.fhir import bulk, params
+from shared.fhir.everything import EVERYTHING
 from shared.fhir.interactions import FhirApi
 from shared.fhir.labels import label_part2
 from shared.fhir.operations import OperationParameter
@@ -65,4 +66,6 @@ def build(settings: Settings) -> tuple[Registry, AftercareHandlers]:
     registry.add_operation(Operation("sweep-checkins", "CarePlan", False, sweep,
                                      doc="Raise iop.aftercare.checkin-missed for windows passed as of `date`",
                                      parameters=(OperationParameter("date", ("valueDate",)),)))
+    for operation in (EVERYTHING, *bulk.operations(groups=False)):
+        registry.add_operation(operation)
     return registry, handlers

@@ -4,7 +4,8 @@ from __future__ import annotations
 from services.careplan.handlers import CarePlanHandlers
 from shared.config import Settings
 from shared.events.outbox import Outbox
-from shared.fhir import params
+from shared.fhir import bulk, params
+from shared.fhir.everything import EVERYTHING
 from shared.fhir.labels import label_part2
 from shared.fhir.operations import OperationParameter
 from shared.fhir.registry import Operation, Registry, Repository, ResourceDef
@@ -26,4 +27,6 @@ def build_registry(settings: Settings) -> Registry:
                                      doc="Check the graduation criteria; complete the plan, episode and goals. "
                                          "Parameters: override-reason (valueString) for a clinician's override.",
                                      parameters=(OperationParameter("override-reason", ("valueString",)),)))
+    for operation in (EVERYTHING, *bulk.operations(groups=False)):
+        registry.add_operation(operation)
     return registry

@@ -4,7 +4,8 @@ from __future__ import annotations
 from services.encounters.handlers import EncounterHandlers
 from shared.config import Settings
 from shared.events.outbox import Outbox
-from shared.fhir import params
+from shared.fhir import bulk, params
+from shared.fhir.everything import EVERYTHING
 from shared.fhir.labels import label_part2
 from shared.fhir.operations import OperationParameter as P
 from shared.fhir.registry import Operation, Registry, Repository, ResourceDef
@@ -27,4 +28,6 @@ def build_registry(settings: Settings) -> Registry:
     registry.add_operation(Operation("record-group-attendance", "Encounter", False, handlers.record_group,
                                      doc="One Encounter per attendee of a group session, in one transaction",
                                      parameters=GROUP_ATTENDANCE))
+    for operation in (EVERYTHING, *bulk.operations(groups=False)):
+        registry.add_operation(operation)
     return registry

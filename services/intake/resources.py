@@ -4,7 +4,8 @@ from __future__ import annotations
 from services.intake.handlers import IntakeHandlers
 from shared.config import Settings
 from shared.events.outbox import Outbox
-from shared.fhir import params
+from shared.fhir import bulk, params
+from shared.fhir.everything import EVERYTHING
 from shared.fhir.labels import label_part2
 from shared.fhir.partners import PartnerAccess
 from shared.fhir.registry import Registry, Repository, ResourceDef
@@ -30,4 +31,8 @@ def build_registry(settings: Settings) -> Registry:
                              doc="Incoming referrals to the IOP"))
     registry.add(ResourceDef("Flag", params.FLAG, before_write=[label_part2], partner=OWN,
                              doc="Safety flags raised by intake"))
+    registry.add(ResourceDef("Group", params.GROUP, doc="Cohorts of patients (Group.member); Group/{id}/$export "
+                                                         "exports their compartments"))
+    for operation in (EVERYTHING, *bulk.operations(groups=True)):
+        registry.add_operation(operation)
     return registry

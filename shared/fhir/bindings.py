@@ -103,12 +103,14 @@ ADDRESS_TYPE = ("postal", "physical", "both")
 QUANTITY_COMPARATOR = ("<", "<=", ">=", ">")
 UNITS_OF_TIME = ("s", "min", "h", "d", "wk", "mo", "a")
 DAYS_OF_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+GROUP_TYPE = ("person", "animal", "practitioner", "device", "medication", "substance")
 
 # (fhir.resources model class name, JSON element name) -> the codes a required binding allows.
 # Keyed by class, not path, so a binding holds wherever the element occurs: nested items,
 # contained resources, Bundle entries.
 REQUIRED_BINDINGS: dict[tuple[str, str], tuple[str, ...]] = {
     ("Patient", "gender"): ADMINISTRATIVE_GENDER,
+    ("Group", "type"): GROUP_TYPE,
     ("PatientContact", "gender"): ADMINISTRATIVE_GENDER,
     ("PatientLink", "type"): LINK_TYPE,
     ("Questionnaire", "status"): PUBLICATION_STATUS,

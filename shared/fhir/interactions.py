@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -60,8 +61,10 @@ def resource_response(base: str, stored: Stored, status: int, located: bool | No
 
 
 class FhirApi:
-    def __init__(self, store: Store, registry: Registry, base: str) -> None:
+    def __init__(self, store: Store, registry: Registry, base: str, export_dir: Path | None = None) -> None:
+        """`export_dir`: where Bulk Data export files are kept (shared by the service's web processes)."""
         self.store, self.registry, self.base = store, registry, base
+        self.export_dir = export_dir or Path("var") / "export" / registry.service
         self.repo = Repository(registry)
 
     # -- read side -------------------------------------------------------------------------

@@ -47,6 +47,8 @@ ENCOUNTER = [*subject_params(), P("status", "token", "status"), P("class", "toke
 CONSENT = [P("patient", "reference", "patient"), P("status", "token", "status"), P("category", "token", "category"),
            P("period", "date", "provision.period"), P("actor", "reference", "provision.actor.reference"),
            P("purpose", "token", "provision.purpose"), P("date", "date", "dateTime")]
+GROUP = [P("identifier", "token", "identifier"), P("type", "token", "type"), P("actual", "token", "actual"),
+         P("code", "token", "code"), P("member", "reference", "member.entity"), P("name", "string", "name")]
 SUBSCRIPTION = [P("status", "token", "status"), P("url", "token", "channel.endpoint"),
                 P("criteria", "token", "criteria"), P("type", "token", "channel.type")]
 AUDIT_EVENT = [P("patient", "reference", "entity.what"), P("entity", "reference", "entity.what"),

@@ -78,7 +78,8 @@ class ResourceDef:
 
 @dataclass(frozen=True)
 class Operation:
-    """A FHIR operation such as CarePlan/{id}/$graduate; handler(request_context) -> (status, body)."""
+    """A FHIR operation such as CarePlan/{id}/$graduate; handler(request_context) -> (status, body), or
+    (status, body, headers)."""
 
     name: str
     type: str | None

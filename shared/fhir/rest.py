@@ -5,9 +5,10 @@ import hashlib
 import json
 from typing import Any
 
-from flask import Blueprint, Flask, request
+from flask import Blueprint, Flask, request, send_file
 from flask import Response as FlaskResponse
 
+from shared.fhir import bulk
 from shared.fhir.bundle_rules import bundle_shape
 from shared.fhir.capability import capability_statement
 from shared.fhir.interactions import FhirApi, Response, not_found_operation
@@ -216,10 +217,10 @@ class FhirEndpoints:
         return self.operation(rtype, rid, op[1:])
 
     def operation(self, rtype: str | None, rid: str | None, name: str) -> FlaskResponse:
-        if rtype is not None:
-            self.api.registry.get(rtype)
         op = self.api.registry.operations.get((rtype, rid is not None, name))
-        if op is None:
+        if op is None:  # an operation may be on a type the service does not hold (Patient/$everything)
+            if rtype is not None:
+                self.api.registry.get(rtype)
             raise not_found_operation(name)
         args = list(request.args.items(multi=True))
         if request.method == "GET" and op.affects_state:  # FHIR: only affectsState=false operations run on GET
@@ -230,9 +231,9 @@ class FhirEndpoints:
         if request.method == "POST":
             body = read_body() if request.content_length or request.headers.get("Transfer-Encoding") else None
             check_body(body, op.parameters, name)
-        status, out = op.handler(api=self.api, rtype=rtype, rid=rid, body=body, args=args,
-                                 headers=dict(request.headers))
-        return fhir_response(status, out)
+        status, out, *headers = op.handler(api=self.api, rtype=rtype, rid=rid, body=body, args=args,
+                                           headers=dict(request.headers), url=request.url)
+        return fhir_response(status, out, headers[0] if headers else None)
 
     def validate_op(self, rtype: str) -> FlaskResponse:
         self.api.registry.get(rtype)
@@ -242,6 +243,24 @@ class FhirEndpoints:
             return fhir_response(200, operation_outcome(issues))
         return fhir_response(200, operation_outcome([*issues, Issue(f"the {rtype} is valid", code="informational",
                                                                     severity="information")]))
+
+
+def export_status(api: FhirApi, job: str) -> FlaskResponse:
+    """A Bulk Data job's status URL: 202 while it runs, 200 with the manifest (JSON) once done; DELETE cancels."""
+    if request.method == "DELETE":
+        bulk.cancel(api, job)
+        return fhir_response(202, informational("the export was cancelled and its files removed"))
+    status, manifest, headers = bulk.status(api, job)
+    if manifest is None:
+        return fhir_response(status, None, headers)
+    resp = FlaskResponse(json.dumps(manifest, separators=(",", ":")), status=status, mimetype="application/json")
+    resp.headers.update(headers)
+    return resp
+
+
+def export_file(api: FhirApi, job: str, name: str) -> FlaskResponse:
+    """One NDJSON file of a finished export, to the client that started it."""
+    return send_file(bulk.file_path(api, job, name), mimetype=bulk.NDJSON, conditional=False, etag=False)
 
 
 def history(api: FhirApi, rtype: str | None, rid: str | None) -> FlaskResponse:
@@ -267,4 +286,9 @@ def mount_fhir(app: Flask, endpoints: FhirEndpoints) -> None:
     bp.add_url_rule("/<rtype>/<rid>/<op>", "instance_op", e.instance_operation, methods=["GET", "POST"])
     bp.before_request(lambda: negotiate(request.headers.get("Accept"), request.args.getlist("_format")))
     app.register_blueprint(bp)
+    # Bulk Data status and files answer application/json and NDJSON, which the FHIR negotiation would refuse.
+    files = Blueprint("bulk", __name__, url_prefix="/fhir/_export")
+    files.add_url_rule("/<job>", "status", lambda job: export_status(api, job), methods=["GET", "DELETE"])
+    files.add_url_rule("/<job>/<name>", "file", lambda job, name: export_file(api, job, name), methods=["GET"])
+    app.register_blueprint(files)
     app.before_request(reject_dot_segments)  # the app's, not the blueprint's: it must see unrouted paths too

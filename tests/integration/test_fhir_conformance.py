@@ -215,6 +215,8 @@ def criterion(rtype: str) -> str:
     shape = SHAPES[rtype]
     if shape.status_param:
         return f"{shape.status_param}={status_of(minimal(rtype, ALICE))}"
+    if rtype == "Group":
+        return "type=person"
     return "family=Rivera"  # Patient: not its identifier, on which the service never makes a duplicate
 
 
@@ -646,7 +648,7 @@ def _bad_bodies(rtype: str) -> dict[str, tuple[int, Any, str | None, str | None]
     """case -> (status, body, expected expression, content type); the body is for the type `rtype`."""
     good = minimal(rtype, ALICE)
     other_type = "Observation" if rtype != "Observation" else "Patient"
-    date_expr = rtype + "." + ".".join(SHAPES[rtype].date_path)
+    date_expr = rtype + "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in SHAPES[rtype].date_path)
     return {
         "malformed-json": (400, b'{"resourceType": "' + rtype.encode() + b'", "status": ', None, None),
         "not-an-object": (400, b"[1, 2, 3]", None, None),

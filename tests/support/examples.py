@@ -146,6 +146,11 @@ def _provenance(patient_id: str) -> dict[str, Any]:
             "entity": [{"role": "source", "what": {"reference": "Subscription/community-clinic"}}]}
 
 
+def _group(patient_id: str) -> dict[str, Any]:
+    return {"resourceType": "Group", "type": "person", "actual": True, "name": "Tuesday evening IOP cohort",
+            "member": [{"entity": {"reference": f"Patient/{patient_id}"}, "period": {"start": "2025-03-04"}}]}
+
+
 def _questionnaire(patient_id: str) -> dict[str, Any]:
     return {"resourceType": "Questionnaire", "url": "https://iop-suite.org/fhir/Questionnaire/weekly-checkin",
             "version": "1.0.0", "name": "WeeklyCheckIn", "title": "IOP weekly check-in", "status": "active",
@@ -159,7 +164,8 @@ EXAMPLES: dict[str, Callable[[str], dict[str, Any]]] = {
     "Observation": _observation, "ServiceRequest": _service_request, "Flag": _flag,
     "EpisodeOfCare": _episode_of_care, "CarePlan": _care_plan, "Goal": _goal, "Task": _task,
     "Encounter": _encounter,
-    "Consent": _consent, "Subscription": _subscription, "AuditEvent": _audit_event, "Provenance": _provenance,
+    "Group": _group, "Consent": _consent, "Subscription": _subscription, "AuditEvent": _audit_event,
+    "Provenance": _provenance,
 }
 
 
@@ -177,7 +183,7 @@ class Shape:
     status_param: str | None    # search parameter of its status (None: the type has none)
     status_element: str         # path of an element with a required binding (its status where it has one)
     other_status: str           # a second value a client may create the type with
-    date_path: tuple[str, ...]  # a date, dateTime or instant element, as keys from the root
+    date_path: tuple[str | int, ...]  # a date, dateTime or instant element, as keys (and indices) from the root
     patient_param: str | None   # "subject" or "patient" when the type points at a patient
 
 
@@ -195,6 +201,7 @@ SHAPES: dict[str, Shape] = {
     "Encounter": Shape("status", "status", "arrived", ("period", "start"), "subject"),
     "Consent": Shape("status", "status", "proposed", ("dateTime",), "patient"),
     "Subscription": Shape("status", "status", "off", ("end",), None),
+    "Group": Shape(None, "type", "device", ("member", 0, "period", "start"), None),
     "AuditEvent": Shape(None, "action", "R", ("recorded",), "patient"),
     "Provenance": Shape(None, "entity[0].role", "derivation", ("recorded",), "patient"),
 }
