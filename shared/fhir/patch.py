@@ -1,6 +1,7 @@
-"""PATCH: a JSON Patch (RFC 6902, `application/json-patch+json`, applied by the jsonpatch library) or a FHIRPath
-Patch (a Parameters resource of `operation`s, its paths evaluated by fhirpathpy) turns the stored resource into
-the new one, which is then validated and written exactly as an update is.
+"""PATCH: a JSON Patch (RFC 6902, `application/json-patch+json`, applied by the jsonpatch library), a FHIRPath
+Patch (a Parameters resource of `operation`s, its paths evaluated by fhirpathpy) or a JSON Merge Patch (RFC 7386:
+`application/merge-patch+json`, or any other JSON object, as fhirpy and Aidbox send) turns the stored resource
+into the new one, which is then validated and written exactly as an update is.
 
 A patch that is not one is 400; one that cannot be applied to this resource (a path that finds nothing to
 replace, a failed `test`) or that leaves an invalid resource is 422, and nothing is stored.
@@ -20,6 +21,7 @@ from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.validation import element_is_list, validate_resource
 
 JSON_PATCH = "application/json-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
 FHIRPATH_TYPES = ("add", "insert", "delete", "replace", "move")
 MARK = "iopPatchNode"  # tags each object while a path is evaluated, so what it finds can be located
 _NAME_STEP = re.compile(r"(.+)\.([A-Za-z][A-Za-z0-9]*)")
@@ -41,6 +43,19 @@ def apply_json_patch(resource: dict[str, Any], document: list[Any]) -> dict[str,
     except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, TypeError, KeyError, IndexError):
         raise _bad("the JSON Patch cannot be applied to this resource (a path or test that does not hold)",
                    422) from None
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
 
 
 # -- FHIRPath Patch ------------------------------------------------------------------------------
@@ -220,8 +235,12 @@ def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any]) -
 
 def patched(current: dict[str, Any], document: Any) -> dict[str, Any]:
     """The resource a patch makes of `current`, validated as an update would be (422 when it breaks it)."""
-    new = apply_json_patch(current, document) if isinstance(document, list) else \
-        apply_fhirpath_patch(current, document)
+    if isinstance(document, list):
+        new = apply_json_patch(current, document)
+    elif document.get("resourceType") == "Parameters":
+        new = apply_fhirpath_patch(current, document)
+    else:
+        new = merge_patch(current, document)
     if not isinstance(new, dict) or new.get("resourceType") != current["resourceType"] or \
             new.get("id") != current["id"]:
         raise _bad("a patch may not change the resource's type or id", 422)

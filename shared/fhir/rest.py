@@ -16,7 +16,7 @@ from shared.fhir.media import negotiate
 from shared.fhir.operations import check_body, check_query, validation_issues, validation_request
 from shared.fhir.outcome import FhirError, Issue, informational, operation_outcome
 from shared.fhir.partners import idempotency_scope
-from shared.fhir.patch import JSON_PATCH
+from shared.fhir.patch import JSON_PATCH, MERGE_PATCH
 from shared.fhir.transaction import BundleProcessor, unresolved_placeholders
 from shared.fhir.validation import check_id, parse_json, validate_resource
 
@@ -52,13 +52,14 @@ def read_body() -> dict[str, Any]:
 
 
 def read_patch() -> Any:
-    """A PATCH body: a JSON Patch array, or a FHIRPath Patch (a Parameters resource)."""
+    """A PATCH body: a JSON Patch array, or an object: a FHIRPath Patch (a Parameters resource) or a merge patch."""
     if request.mimetype == JSON_PATCH:
         return parse_json(request.get_data(cache=True), array=True)
-    if request.mimetype in ACCEPTED_MEDIA:
+    if request.mimetype in ACCEPTED_MEDIA or request.mimetype == MERGE_PATCH:
         return parse_json(request.get_data(cache=True))
-    raise FhirError.single(415, f"PATCH with {JSON_PATCH} (a JSON Patch) or {FHIR_JSON} (a FHIRPath Patch "
-                                f"Parameters), not {request.mimetype or 'nothing'}", code="not-supported")
+    raise FhirError.single(415, f"PATCH with {JSON_PATCH} (a JSON Patch), {FHIR_JSON} (a FHIRPath Patch "
+                                f"Parameters) or {MERGE_PATCH}, not {request.mimetype or 'nothing'}",
+                           code="not-supported")
 
 
 def prefer(name: str) -> str | None:

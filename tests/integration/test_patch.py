@@ -72,6 +72,20 @@ def test_a_fhirpath_patch_adds_replaces_inserts_moves_and_deletes(careplan: Fhir
     assert [n["text"] for n in stored["note"]] == ["b", "first"]
 
 
+def test_a_merge_patch_replaces_and_removes_elements(careplan: Fhir) -> None:
+    plan = careplan.create({**minimal("CarePlan", "alice"), "note": [{"text": "a"}]})
+    path = f"/fhir/CarePlan/{plan['id']}"
+
+    merged = careplan.send("PATCH", path, json.dumps({"title": "Week 2 plan", "note": None}),
+                           content_type="application/merge-patch+json")
+    as_json = careplan.send("PATCH", path, json.dumps({"description": "Twelve weeks"}), content_type="application/json")
+
+    assert merged.status_code == 200 and as_json.status_code == 200, as_json.get_data(as_text=True)
+    stored = careplan.get(path).json
+    assert stored["title"] == "Week 2 plan" and "note" not in stored and stored["description"] == "Twelve weeks"
+    assert_outcome(careplan.send("PATCH", path, json.dumps({"status": 7}), content_type="application/json"), 422)
+
+
 def test_a_patch_that_breaks_the_resource_is_422_and_stores_nothing(careplan: Fhir) -> None:
     plan = careplan.create(minimal("CarePlan", "alice"))
     path = f"/fhir/CarePlan/{plan['id']}"
@@ -95,6 +109,7 @@ def test_a_malformed_patch_is_400_and_the_wrong_media_type_415(careplan: Fhir) -
     path = f"/fhir/CarePlan/{plan['id']}"
     for body, media in (("[{\"op\": \"jump\"}]", JSON_PATCH), ("{}", JSON_PATCH), ("[1]", JSON_PATCH),
                         (json.dumps({"resourceType": "Parameters"}), "application/fhir+json"),
+                        ("[]", "application/merge-patch+json"),
                         (json.dumps(fhirpath_patch(operation("explode", "CarePlan"))), "application/fhir+json"),
                         (json.dumps(fhirpath_patch(operation("delete", "CarePlan.where("))), "application/fhir+json")):
         assert_outcome(careplan.send("PATCH", path, body, content_type=media), 400)
