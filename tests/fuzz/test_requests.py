@@ -1,7 +1,8 @@
 """Given any request a client could send, when a service answers it, then the answer keeps the contract.
 
-Each family of requests (create, update, instance interactions, search, history, operations, Bundles,
-strays) is generated for each service from what its registry serves; see tests/fuzz/contract.py for
+Each family of requests (create, update, instance interactions, search, includes and result shaping, PATCH,
+conditional update and delete, Bulk Data export, history, operations, Bundles, strays) is generated for each
+service from what its registry serves; see tests/fuzz/contract.py for
 what every answer must hold.
 """
 from __future__ import annotations
@@ -15,8 +16,8 @@ from tests.fuzz.traffic import FAMILIES, SERVICES, authorizations
 from tests.support.auth import token
 
 # The share of the campaign's requests each family gets, across all services (the stateful journeys take the rest).
-SHARES = {"create": 0.14, "update": 0.09, "instance": 0.08, "search": 0.14, "history": 0.07, "operation": 0.13,
-          "bundle": 0.13, "stray": 0.04}
+SHARES = {"create": 0.12, "update": 0.07, "instance": 0.07, "search": 0.11, "include": 0.05, "patch": 0.05,
+          "conditional": 0.04, "export": 0.04, "history": 0.05, "operation": 0.10, "bundle": 0.10, "stray": 0.02}
 
 
 PARTNER = token(partner="fuzz-partner")  # a referral partner, confined to what it submitted at intake

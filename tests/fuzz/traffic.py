@@ -52,7 +52,8 @@ OPERATION_PARAMETERS: dict[str, dict[str, Any]] = {
     "status": {"resourceType": "Parameters", "parameter": [{"name": "id", "valueString": "x"}]},
     "topic-list": {"resourceType": "Parameters", "parameter": []},
 }
-OPERATION_QUERIES = ["eventsSinceNumber", "eventsUntilNumber", "content", "id", "mode", "profile", "date", "_count"]
+OPERATION_QUERIES = ["eventsSinceNumber", "eventsUntilNumber", "content", "id", "mode", "profile", "date", "_count",
+                     "_since", "_type", "_offset", "_typeFilter", "_outputFormat"]
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 
@@ -67,8 +68,23 @@ def types_of(service: str) -> list[str]:
 
 
 def param_names(service: str, rtype: str) -> list[str]:
-    rdef = registry_of(service).types.get(rtype)
-    return [p.name for p in rdef.all_params] if rdef else ["patient", "status"]
+    """The type's parameters, and chains and `_has` keys built from what the service serves."""
+    registry = registry_of(service)
+    rdef = registry.types.get(rtype)
+    if rdef is None:
+        return ["patient", "status"]
+    names = [p.name for p in rdef.all_params]
+    references = [p.name for p in rdef.all_params if p.kind == "reference"]
+    for other, odef in sorted(registry.types.items()):
+        first = next((p.name for p in odef.params), "_id")
+        names += [f"{ref}:{other}.{first}" for ref in references[:2]]
+        names += [f"_has:{other}:{p.name}:{first}" for p in odef.all_params if p.kind == "reference"][:1]
+    return names
+
+
+def include_values(service: str) -> list[str]:
+    registry = registry_of(service)
+    return [f"{t}:{p.name}" for t, rdef in registry.types.items() for p in rdef.all_params if p.kind == "reference"]
 
 
 def seed(rtype: str) -> dict[str, Any]:
@@ -135,6 +151,76 @@ def searches(draw: st.DrawFn, service: str) -> Sent:
 
 
 @st.composite
+def includes(draw: st.DrawFn, service: str) -> Sent:
+    """Searches with _include/_revinclude (:iterate), _summary, _elements and _total."""
+    rtype = draw(st.sampled_from(types_of(service)))
+    query = draw(queries(param_names(service, rtype)))
+    for _ in range(draw(st.integers(1, 3))):
+        key = draw(st.sampled_from(["_include", "_revinclude", "_include:iterate", "_revinclude:iterate",
+                                    "_summary", "_elements", "_total", "_include:bogus"]))
+        value = draw(st.sampled_from([*include_values(service), "*", "x:y:z", "true", "count", "text", "data",
+                                      "none", "accurate", "status,subject", "id", "", "Patient:link"]))
+        query.append((key, value))
+    return Sent(service, "GET", f"/fhir/{rtype}", params=query, headers=draw(headers(body=False)), family="include")
+
+
+PATCH_MEDIA = ["application/json-patch+json", "application/fhir+json", "application/merge-patch+json",
+               "application/json", "text/plain"]
+
+
+@st.composite
+def patches(draw: st.DrawFn, service: str) -> Sent:
+    """PATCH with a JSON Patch, a FHIRPath Patch or a merge patch, broken or not, with or without If-Match."""
+    rtype = draw(st.sampled_from(types_of(service) + NOT_SERVED[:2]))
+    document: Any = draw(st.sampled_from([
+        [{"op": "replace", "path": "/status", "value": "active"}], [{"op": "remove", "path": "/id"}],
+        [{"op": "add", "path": "/meta/tag/-", "value": {"code": "x"}}], [{"op": "test", "path": "/x", "value": 1}],
+        [{"op": "move", "from": "/subject", "path": "/patient"}], [{"op": "bogus"}], [],
+        {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+            {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": f"{rtype}.status"},
+            {"name": "value", "valueCode": "active"}]}]},
+        {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+            {"name": "type", "valueCode": "delete"}, {"name": "path", "valueString": f"{rtype}.where("}]}]},
+        {"status": "active"}, {"id": "other"}, {"subject": None}]))
+    hdrs = draw(headers(body=True))
+    hdrs["Content-Type"] = draw(st.sampled_from(PATCH_MEDIA))
+    if draw(st.booleans()):
+        hdrs["If-Match"] = draw(st.sampled_from(['W/"1"', 'W/"2"', '"x"', "①"]))
+    body = draw(st.one_of(st.just(encode(document)), mutated(document).map(encode), raw_bodies))
+    return Sent(service, "PATCH", f"/fhir/{rtype}/{draw(ids)}", headers=hdrs, body=body, family="patch")
+
+
+@st.composite
+def conditionals(draw: st.DrawFn, service: str) -> Sent:
+    """Conditional update and delete: `PUT Type?criteria`, `DELETE Type?criteria`."""
+    rtype = draw(st.sampled_from(types_of(service) + NOT_SERVED[:2]))
+    query = draw(queries(param_names(service, rtype)))
+    method = draw(st.sampled_from(["PUT", "DELETE"]))
+    body = draw(bodies({**seed(rtype), "id": draw(st.sampled_from(["x", PATIENT, None]))})) if method == "PUT" \
+        else None
+    return Sent(service, method, f"/fhir/{rtype}", params=query, headers=draw(headers(body=body is not None)),
+                body=body, family="conditional")
+
+
+@st.composite
+def exports(draw: st.DrawFn, service: str) -> Sent:
+    """Bulk Data kick-offs, and status and file URLs that were never handed out."""
+    path = draw(st.sampled_from(["/fhir/$export", "/fhir/Patient/$export", f"/fhir/Group/{draw(ids)}/$export",
+                                 f"/fhir/_export/{draw(ids)}", f"/fhir/_export/{uuid.uuid4()}",
+                                 f"/fhir/_export/{uuid.uuid4()}/1.ndjson", f"/fhir/_export/{draw(ids)}/{draw(ids)}"]))
+    names = ["_type", "_since", "_typeFilter", "_outputFormat", "patient", "_elements", "includeAssociatedData"]
+    query = [(draw(st.sampled_from(names)), draw(st.sampled_from([*types_of(service), "Foo", "", "ndjson",
+                                                                  "Patient?bogus=1", "CarePlan?status=active",
+                                                                  *EDGE_DATES[:4], *ODD_STRINGS[:10]])))
+             for _ in range(draw(st.integers(0, 3)))]
+    hdrs = draw(headers(body=False))
+    if draw(st.booleans()):
+        hdrs["Prefer"] = "respond-async"
+    return Sent(service, draw(st.sampled_from(["GET", "GET", "DELETE", "POST"])), path, params=query, headers=hdrs,
+                family="export")
+
+
+@st.composite
 def histories(draw: st.DrawFn, service: str) -> Sent:
     rtype = draw(st.sampled_from(types_of(service) + NOT_SERVED[:2]))
     path = draw(st.sampled_from(["/fhir/_history", f"/fhir/{rtype}/_history", f"/fhir/{rtype}/{draw(ids)}/_history"]))
@@ -167,7 +253,8 @@ def operations(draw: st.DrawFn, service: str) -> Sent:
     registry = registry_of(service)
     known = [(op.type, op.instance, op.name) for op in registry.operations.values()]
     known += [(t, False, "validate") for t in registry.types]
-    known += [(None, False, "everything"), ("Patient", True, "everything"), (None, False, "export")]
+    known += [(None, False, "everything"), ("Patient", True, "everything"), (None, False, "export"),
+              ("Patient", False, "export"), ("Group", True, "export")]
     rtype, instance, name = draw(st.sampled_from(known))
     rtype = rtype or draw(st.sampled_from([None, *registry.types]))
     path = "/fhir" + (f"/{rtype}" if rtype else "") + (f"/{draw(ids)}" if instance else "") + f"/${name}"
@@ -192,7 +279,8 @@ def entries(draw: st.DrawFn, service: str, full_urls: list[str]) -> Any:
         for key in ("subject", "patient", "for"):
             if key in resource:
                 resource[key] = {"reference": draw(st.sampled_from(full_urls))}
-    kind = draw(st.sampled_from(["POST", "POST", "PUT", "GET", "GET-search", "DELETE", "odd"]))
+    kind = draw(st.sampled_from(["POST", "POST", "PUT", "GET", "GET-search", "DELETE", "PATCH", "conditional",
+                                 "odd"]))
     if kind == "POST":
         entry: Any = {"fullUrl": draw(st.sampled_from(full_urls)) if full_urls else f"urn:uuid:{uuid.uuid4()}",
                       "resource": resource, "request": {"method": "POST", "url": rtype}}
@@ -208,6 +296,20 @@ def entries(draw: st.DrawFn, service: str, full_urls: list[str]) -> Any:
         entry = {"request": {"method": "GET", "url": f"{rtype}?{query}"}}
     elif kind == "DELETE":
         entry = {"request": {"method": "DELETE", "url": f"{rtype}/{draw(ids)}"}}
+    elif kind == "PATCH":
+        entry = {"resource": draw(st.sampled_from([
+            {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+                {"name": "type", "valueCode": "delete"}, {"name": "path", "valueString": f"{rtype}.meta.tag"}]}]},
+            {"resourceType": "Binary", "contentType": "application/json-patch+json",
+             "data": "W3sib3AiOiJyZW1vdmUiLCJwYXRoIjoiL21ldGEvdGFnIn1d"},
+            {"resourceType": "Binary", "contentType": "application/json-patch+json", "data": "bm90IGpzb24="},
+            resource])), "request": {"method": "PATCH", "url": f"{rtype}/{draw(ids)}"}}
+    elif kind == "conditional":
+        query = form(draw(queries(param_names(service, rtype)))).decode()
+        method = draw(st.sampled_from(["PUT", "DELETE"]))
+        entry = {"request": {"method": method, "url": f"{rtype}?{query}"}}
+        if method == "PUT":
+            entry["resource"] = resource
     else:
         entry = draw(st.sampled_from([1, None, "x", [], {}, {"request": "x"}, {"resource": resource},
                                       {"request": {"method": "PATCH", "url": rtype}, "resource": resource},
@@ -255,4 +357,5 @@ AUTHORIZATIONS = ["default"] * 12 + [None, "", "Bearer", "Bearer ", "bearer {tok
 authorizations = st.sampled_from(AUTHORIZATIONS)
 
 FAMILIES = {"create": creates, "update": updates, "instance": instance_requests, "search": searches,
+            "include": includes, "patch": patches, "conditional": conditionals, "export": exports,
             "history": histories, "operation": operations, "bundle": bundles, "stray": strays}
