@@ -133,7 +133,7 @@ def kick_off(api: FhirApi, kind: str, args: list[tuple[str, str]], body: dict[st
               since=since_condition(one["_since"])[1][0] if "_since" in one else None,
               type_filters=_type_filters(api, [v for k, v in given if k == "_typeFilter"], list(types)),
               group=group)
-    job.runner, job.heartbeat = RUNNER, time.time()
+    job.runner, job.heartbeat = str(uuid.uuid4()), time.time()
     job.save(api.store)
     Exporter(api).start(job)
     return 202, None, {"Content-Location": f"{api.base}/_export/{job.id}"}
@@ -174,9 +174,6 @@ def operations(groups: bool) -> list[Operation]:
 
 
 # -- the job --------------------------------------------------------------------------------------------
-
-RUNNER = str(uuid.uuid4())  # this process
-
 
 class Cancelled(Exception):
     pass
@@ -219,11 +216,8 @@ class Exporter:
             count = self._write_type(job, rtype, folder / f"{n}.ndjson")
             if count:
                 output.append({"type": rtype, "url": f"{self.api.base}/_export/{job.id}/{n}.ndjson", "count": count})
-        latest = Job.load(self.api.store, job.id)
-        if latest is None or latest.status != "in-progress" or latest.runner != job.runner:
-            raise Cancelled
         job.status, job.progress, job.output = "complete", "complete", output
-        job.save(self.api.store)
+        self._commit(job)
 
     def _wheres(self, job: Job, rtype: str) -> list[list[tuple[str, list]]]:
         """The conditions of each pass over a type: one per `_typeFilter` (their union), per chunk of a group."""
@@ -254,11 +248,17 @@ class Exporter:
         return len(seen)
 
     def _beat(self, job: Job) -> None:
-        latest = Job.load(self.api.store, job.id)
-        if latest is None or latest.status != "in-progress" or latest.runner != job.runner:
-            raise Cancelled  # deleted, or taken over by another process
         job.heartbeat = time.time()
-        job.save(self.api.store)
+        self._commit(job)
+
+    def _commit(self, job: Job) -> None:
+        """Save the job's state, unless it was cancelled or taken over meanwhile (then stop: Cancelled)."""
+        with self.api.store.transaction() as tx:
+            raw = tx.get_value(PREFIX + job.id)
+            latest = json.loads(raw) if raw else {}
+            if latest.get("status") != "in-progress" or latest.get("runner") != job.runner:
+                raise Cancelled
+            tx.put_value(PREFIX + job.id, json.dumps(asdict(job)))
 
 
 def group_members(store: Store, group_id: str) -> list[str]:
@@ -288,7 +288,7 @@ def take_over_if_stale(api: FhirApi, job: Job, start: Callable[[Job], None]) -> 
         latest = Job(**json.loads(raw)) if raw else None
         if latest is None or latest.heartbeat != job.heartbeat:
             return  # another process took it first
-        latest.runner, latest.heartbeat = RUNNER, time.time()
+        latest.runner, latest.heartbeat = str(uuid.uuid4()), time.time()  # each run of a job is told apart
         tx.put_value(PREFIX + job.id, json.dumps(asdict(latest)))
     log.info("export taken over", job=job.id)
     start(latest)

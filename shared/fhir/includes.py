@@ -3,7 +3,8 @@
 `_include=CarePlan:goal[:Goal]` adds what the matches refer to through a reference parameter;
 `_revinclude=Goal:subject` adds what refers to the matches. With `:iterate` the same is done again for what
 was just added, up to MAX_ROUNDS rounds. Only what this service holds can be included, at most MAX_INCLUDED
-resources a page; each included type needs the caller's read scope, and a referral partner sees only its own.
+resources a page. An include the caller may read nothing of is 403; otherwise what its scopes (or a referral
+partner's rules) do not let it read is left out, and a partner sees only its own.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.fhir.elements import reference_targets
-from shared.fhir.grants import require
+from shared.fhir.grants import granted, require
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.partners import PARTNER_TAG, owned_by
 from shared.fhir.registry import TAG_PARAM, Registry, ResourceDef
@@ -76,15 +77,27 @@ def parse_include(registry: Registry, rtype: str, key: str, raw: str, strict: bo
         return None
 
 
+def readable(registry: Registry, rtype: str) -> bool:
+    """Whether the caller may read resources of `rtype` here: its scopes, and a referral partner's rules."""
+    if not granted(rtype, "r"):
+        return False
+    try:
+        registry.types[rtype].confined_to("r")
+    except FhirError:
+        return False
+    return True
+
+
 def check_access(registry: Registry, inc: Include, rtype: str) -> None:
-    """403 when the caller may not read a type the include can add (its scopes, or a partner's rules)."""
+    """403 when the caller may read none of the types the include can add; of the others, what it may not read
+    is left out of the results."""
     if inc.reverse:
         types = [inc.source]
     else:
         types = targets_of(registry, registry.types[inc.source], inc.param, inc.target)
-    for t in types:
-        require(t, "r", f"{'_revinclude' if inc.reverse else '_include'}={inc.text}")
-        registry.types[t].confined_to("r")
+    if types and not any(readable(registry, t) for t in types):
+        require(types[0], "r", f"{'_revinclude' if inc.reverse else '_include'}={inc.text}")
+        registry.types[types[0]].confined_to("r")
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:
@@ -121,7 +134,7 @@ class Includer:
         found: list[Stored] = []
         for rtype, ids in _referenced(inc, frontier).items():
             rdef = self.registry.types.get(rtype)
-            if rdef is None:
+            if rdef is None or not readable(self.registry, rtype):
                 continue
             for chunk in _chunks(list(dict.fromkeys(ids))):
                 where = [("r.id IN (" + ",".join("?" * len(chunk)) + ")", chunk), *_partner_where(rdef)]
@@ -130,6 +143,8 @@ class Includer:
 
     def reverse(self, inc: Include, frontier: list[Stored], room: int) -> list[Stored]:
         rdef = self.registry.types[inc.source]
+        if not readable(self.registry, inc.source):
+            return []
         refs = list(dict.fromkeys(f"{s.type}/{s.id}" for s in frontier if inc.target in (None, s.type)))
         found: list[Stored] = []
         for chunk in _chunks(refs):
@@ -156,5 +171,7 @@ class Includer:
         return [s for s in added if self._visible(s)]
 
     def _visible(self, stored: Stored) -> bool:
+        if not readable(self.registry, stored.type):
+            return False
         partner = self.registry.types[stored.type].confined_to("r")
         return partner is None or owned_by(stored.resource, partner)

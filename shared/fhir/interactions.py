@@ -68,15 +68,22 @@ class FhirApi:
         self.repo = Repository(registry)
 
     # -- read side -------------------------------------------------------------------------
-    def read(self, rtype: str, rid: str) -> Response:
+    def read(self, rtype: str, rid: str, items: list[tuple[str, str]] = ()) -> Response:
+        """`items`: the query, whose `_summary` or `_elements` shape the answer."""
         rdef = self.registry.get(rtype)
         check_id(rid)
+        shape = parse_query(rdef, [(k, v) for k, v in items if k in ("_summary", "_elements")], False)
         stored = self.store.read(rtype, rid)
         if stored is None or not visible(rdef, stored):
             raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
         if stored.deleted:
             raise FhirError.single(410, f"{rtype}/{rid} was deleted", code="deleted")
-        return resource_response(self.base, stored, 200)
+        resp = resource_response(self.base, stored, 200)
+        if shape.elements is not None:
+            resp.body = with_elements(stored.resource, shape.elements)
+        elif shape.summary not in (None, "false", "count"):
+            resp.body = summarised(stored.resource, shape.summary)
+        return resp
 
     def vread(self, rtype: str, rid: str, vid: str) -> Response:
         rdef = self.registry.get(rtype)

@@ -194,7 +194,7 @@ class FhirEndpoints:
             return self.operation(rtype, None, rid[1:])
         check_id(rid)  # before the body: a bad URL is a 400 whatever the body holds
         if request.method == "GET":
-            return as_read(self.api.read(rtype, rid))
+            return as_read(self.api.read(rtype, rid, list(request.args.items(multi=True))))
         if request.method == "POST":
             raise FhirError.single(405, "POST a new resource to the type, not to an instance", code="not-supported")
         if request.method == "DELETE":

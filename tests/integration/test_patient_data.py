@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from shared.fhir import bulk
 from tests.integration.test_fhir_conformance import Fhir, assert_outcome
 from tests.support.auth import TEST_SECRET, token
 from tests.support.examples import minimal
@@ -167,6 +168,21 @@ def test_a_group_export_exports_the_members_compartments(intake: Fhir) -> None:
 
     assert {r["id"] for r in files["Patient"]} == {m["id"] for m in members}
     assert {r["id"] for r in files["Observation"]} == {o["id"] for o in observations[:2]}
+
+
+def test_a_job_whose_runner_stopped_is_taken_over_by_the_next_poll(careplan: Fhir) -> None:
+    """As if the web process running the job had died: its state is in the store, its heartbeat old."""
+    plan = careplan.create(minimal("CarePlan", "ann"))
+    api = careplan.app.extensions["iop"].api
+    job = bulk.Job("0f0e0d0c-0b0a-4908-8706-050403020100", {"subject": "test-client", "client": None,
+                                                             "partner": None},
+                   f"{careplan.base}/$export", "system", ["CarePlan"], "2025-01-01T00:00:00Z",
+                   progress="exporting CarePlan (1 of 1)", runner="a-process-that-died", heartbeat=1.0)
+    job.save(api.store)
+
+    files = download(careplan, finished(careplan, f"{careplan.base}/_export/{job.id}"))
+
+    assert [r["id"] for r in files["CarePlan"]] == [plan["id"]]
 
 
 def test_bad_kick_offs_are_refused(intake: Fhir) -> None:

@@ -88,6 +88,22 @@ def test_an_included_type_needs_the_callers_read_scope(careplan: Fhir) -> None:
     assert_outcome(careplan.get("/fhir/CarePlan?goal:Goal.lifecycle-status=active", headers=narrow), 403)
 
 
+def test_what_an_include_reaches_that_the_scopes_do_not_allow_is_left_out(intake: Fhir) -> None:
+    patient = intake.create(minimal("Patient", "hal"))
+    group = intake.create(minimal("Group", patient["id"]))
+    about_patient = intake.create(minimal("Observation", patient["id"]))
+    about_group = intake.create({**minimal("Observation", "x"), "subject": {"reference": f"Group/{group['id']}"}})
+    no_groups = as_caller(intake, "system/Observation.rs system/Patient.rs")
+
+    narrow = intake.get("/fhir/Observation?_include=Observation:subject", headers=no_groups).json
+    whole = intake.get("/fhir/Observation?_include=Observation:subject").json
+
+    assert kinds(narrow) == {"match": {f"Observation/{about_patient['id']}", f"Observation/{about_group['id']}"},
+                             "include": {f"Patient/{patient['id']}"}}
+    assert kinds(whole)["include"] == {f"Patient/{patient['id']}", f"Group/{group['id']}"}
+    assert_outcome(intake.get("/fhir/Patient?_revinclude=Group:member", headers=no_groups), 403)
+
+
 def test_a_chained_parameter_finds_by_what_the_reference_points_at(careplan: Fhir, intake: Fhir) -> None:
     active_goal = careplan.create({**minimal("Goal", "alice"), "lifecycleStatus": "active"})
     done_goal = careplan.create({**minimal("Goal", "bob"), "lifecycleStatus": "completed"})
@@ -170,6 +186,9 @@ def test_summary_and_elements_shape_the_matches_and_tag_them_subsetted(careplan:
     included = [e["resource"] for e in elements["entry"] if e["search"]["mode"] == "include"]
     assert {g["id"] for g in included} == {g["id"] for g in goals} and all("lifecycleStatus" in g for g in included)
     assert careplan.get(f"/fhir/CarePlan/{plan['id']}").json["goal"]  # the stored resource is whole
+    read = careplan.get(f"/fhir/CarePlan/{plan['id']}?_elements=goal").json
+    assert set(read) == {"resourceType", "id", "meta", "goal"}
+    assert "goal" not in careplan.get(f"/fhir/CarePlan/{plan['id']}?_summary=true").json
 
 
 def test_bad_summary_elements_and_total_are_400(careplan: Fhir) -> None:

@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
+from shared.fhir.compartment import stream
 from shared.fhir.outcome import FhirError
-from shared.fhir.search import token_condition
+from shared.fhir.search import chain_condition, has_condition, reference_in, token_condition
 from shared.fhir.store import IndexRow, OutboxEvent, SQLiteStore, Store
 
 PLAN = "CarePlan"
@@ -200,6 +201,45 @@ def test_search_pages_in_the_requested_order(store: Store) -> None:
     assert [s.id for s in first.items + rest.items] == [f"p{n}" for n in range(5)]
     assert first.total == rest.total == 5
     assert [s.id for s in newest.items] == ["p4", "p3"]
+
+
+def test_a_search_asked_not_to_count_leaves_the_total_out(store: Store) -> None:
+    for n in range(3):
+        write(store, f"p{n}", plan())
+
+    page = store.search(PLAN, [], "r.created_seq", 2, 0, total=False)
+
+    assert page.total is None and [s.id for s in page.items] == ["p0", "p1"]
+
+
+def test_keyset_pages_stream_every_resource_in_id_order(store: Store) -> None:
+    for n in (3, 1, 4, 0, 2):
+        write(store, f"p{n}", plan())
+
+    streamed = [s.id for s in stream(store, PLAN, [], page=2)]
+
+    assert streamed == [f"p{n}" for n in range(5)]
+
+
+def test_the_fragments_of_chains_has_and_includes_run_on_the_store(store: Store) -> None:
+    """The SQL that chaining, `_has` and `_revinclude` add to a search (shared/fhir/search.py): a subquery over
+    resource aliased `r` inside a search over `r`, `||` concatenation and a flat IN list."""
+    with store.transaction() as tx:
+        tx.write("Goal", "g1", {"resourceType": "Goal", "lifecycleStatus": "active"},
+                 [IndexRow("lifecycle-status", None, "active")])
+        tx.write("Goal", "g2", {"resourceType": "Goal", "lifecycleStatus": "completed"},
+                 [IndexRow("lifecycle-status", None, "completed")])
+    write(store, "p1", plan(), [IndexRow("goal", None, "Goal/g1")])
+    write(store, "p2", plan(), [IndexRow("goal", None, "Goal/g2")])
+    active = [token_condition("lifecycle-status", "active")]
+
+    chained = store.search(PLAN, [chain_condition("goal", [("Goal", active)])], "r.id", 10, 0)
+    has = store.search("Goal", [has_condition(PLAN, "goal", [("r.id IN (?)", ["p2"])])], "r.id", 10, 0)
+    referring = store.search(PLAN, [reference_in("goal", ["Goal/g1", "Goal/g2", "Goal/none"])], "r.id", 10, 0)
+
+    assert [s.id for s in chained.items] == ["p1"]
+    assert [s.id for s in has.items] == ["g2"]
+    assert [s.id for s in referring.items] == ["p1", "p2"]
 
 
 # -- one transaction: all or nothing -------------------------------------------------------------
