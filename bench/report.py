@@ -66,7 +66,8 @@ def table(results: dict[str, Any], info: dict[str, Any], marks: list[dict[str, A
              f"{info['load_average_1m']} at the end, gunicorn per service "
              + ", ".join(f"{s} {shape}" for s, shape in info["web"].items())
              + (" (--quick)" if info["quick"] else "")]
-    for section, render in (("rest", _rest), ("hop", _hop), ("p1", _p1), ("p3", _p3), ("p2", _p2), ("p4", _p4)):
+    for section, render in (("rest", _rest), ("breadth", _breadth), ("hop", _hop), ("p1", _p1), ("p3", _p3),
+                            ("p2", _p2), ("p4", _p4)):
         if section in results:
             body = results[section]
             error = str((body or {}).get("error", "not run"))[-400:]
@@ -89,6 +90,17 @@ def _rest(r: dict) -> list[tuple[str, str]]:
             ("  CarePlan create / read, HTTP gunicorn 1x4", f"{http['creates_per_s']} / {http['reads_per_s']} per s"),
             ("  CarePlan create / read, Flask test client", f"{local['creates_per_s']} / {local['reads_per_s']} per s"),
             ("  validate_resource(CarePlan)", f"{r['validation']['validate_us']:.0f} µs per call")]
+
+
+def _breadth(r: dict) -> list[tuple[str, str]]:
+    e, fifth, heavy, plain = r["export"], r["export_fifth"], r["search"]["include_heavy"], r["search"]["plain"]
+    return [("FHIR REST breadth, one careplan process (fhir_breadth)", ""),
+            (f"  $export of {e['resources']} resources", f"{e['export_s']} s, peak {e['peak_python_bytes'] / 1e6:.1f}"
+                                                        f" MB ({fifth['peak_python_bytes'] / 1e6:.1f} MB at a fifth)"),
+            (f"  search, _include + _revinclude ({heavy['entries_per_page']} a page)",
+             f"p50 {heavy['p50']} ms  p95 {heavy['p95']} ms"),
+            (f"  the same page plain ({plain['entries_per_page']} a page)",
+             f"p50 {plain['p50']} ms  p95 {plain['p95']} ms")]
 
 
 def _hop(r: dict) -> list[tuple[str, str]]:

@@ -2,10 +2,11 @@
 
     python -m bench.run                  everything, about 5 minutes
     python -m bench.run --quick          shorter runs of everything, about 2 minutes
-    python -m bench.run --only p1,p3     some sections (hop, p1, p2, p3, p4, rest)
+    python -m bench.run --only p1,p3     some sections (hop, p1, p2, p3, p4, rest, breadth)
     python -m bench.run --web intake=2x4 --web careplan=1x4     gunicorn workers x threads per service
 
-Sections, in this order: rest (bench/fhir_rest.py, one careplan process, when present), hop (event
+Sections, in this order: rest (bench/fhir_rest.py, one careplan process, when present), breadth
+(bench/fhir_breadth.py: a Bulk Data export of 10,000 resources, include-heavy searches), hop (event
 backbone), p3 (EHR fan-out), p2 (throughput) with p4 (memory and CPU under p2's load), p1 (propagation
 at 50/s, last because it may leave a backlog). Starts its own
 broker (127.0.0.1:29092) and services (28081..28084) under var/bench, stops them at the end, prints a
@@ -31,7 +32,7 @@ from bench import fanout, hop, pipeline, report
 from bench.harness import BOOTSTRAP, PORTS, VAR, Broker, Suite, settle, stop_leftovers
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("rest", "hop", "p1", "p3", "p2", "p4")
+SECTIONS = ("rest", "breadth", "hop", "p1", "p3", "p2", "p4")
 
 
 @dataclass(frozen=True)
@@ -72,20 +73,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_rest() -> dict[str, Any]:
-    """bench/fhir_rest.py (another engineer's), as its own process, before anything else is running."""
-    done = subprocess.run([sys.executable, "-m", "bench.fhir_rest"], capture_output=True, text=True, timeout=180)
+def run_module(module: str, result: str) -> dict[str, Any]:
+    """A benchmark of one process (bench/<module>.py), as its own process, before anything else is running."""
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}"], capture_output=True, text=True, timeout=300)
     print("\n".join("    " + line for line in done.stdout.rstrip().splitlines()), flush=True)
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        return {"error": f"python -m bench.fhir_rest exited {done.returncode}: {last[0][:300]}"}
-    return json.loads((RESULTS / "fhir_rest.json").read_text())
+        return {"error": f"python -m bench.{module} exited {done.returncode}: {last[0][:300]}"}
+    return json.loads((RESULTS / result).read_text())
+
+
+def run_rest() -> dict[str, Any]:
+    return run_module("fhir_rest", "fhir_rest.json")
 
 
 def run_sections(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     results: dict[str, Any] = {}
     if "rest" in args.sections and (Path(__file__).parent / "fhir_rest.py").exists():
         guarded(results, "rest", "one careplan process (bench/fhir_rest.py)", run_rest)
+    if "breadth" in args.sections:
+        guarded(results, "breadth", "export of 10,000 resources, include-heavy search (bench/fhir_breadth.py)",
+                lambda: run_module("fhir_breadth", "fhir_breadth.json"))
     if not args.sections & {"hop", "p1", "p2", "p3"}:
         return results
     broker, suite = Broker(), Suite(args.web_config)
