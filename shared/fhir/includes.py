@@ -77,15 +77,19 @@ def parse_include(registry: Registry, rtype: str, key: str, raw: str, strict: bo
         return None
 
 
-def readable(registry: Registry, rtype: str) -> bool:
-    """Whether the caller may read resources of `rtype` here: its scopes, and a referral partner's rules."""
-    if not granted(rtype, "r"):
+def readable(registry: Registry, rtype: str, permission: str = "r") -> bool:
+    """Whether the caller may read (or search) resources of `rtype` here: its scopes, and a partner's rules."""
+    if not granted(rtype, permission):
         return False
     try:
-        registry.types[rtype].confined_to("r")
+        registry.types[rtype].confined_to(permission)
     except FhirError:
         return False
     return True
+
+
+def searchable(registry: Registry, rtype: str) -> bool:
+    return readable(registry, rtype, "s")
 
 
 def check_access(registry: Registry, inc: Include, rtype: str) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from shared.fhir.dates import date_range
 from shared.fhir.elements import SUMMARY_MODES, parse_elements
 from shared.fhir.grants import require
-from shared.fhir.includes import Include, parse_include, targets_of
+from shared.fhir.includes import Include, parse_include, searchable, targets_of
 from shared.fhir.numbers import parse_int
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.partners import PARTNER_TAG
@@ -110,13 +110,14 @@ def chained(registry: Registry, rdef: ResourceDef, key: str, raw: str) -> tuple[
     if param is None or param.kind != "reference":
         raise _unsupported(key, f"{name[:40]} is not a reference parameter of {rdef.type}")
     chained_name, _, chained_modifier = rest.partition(":")
-    targets = []
-    for rtype in targets_of(registry, rdef, param, target or None):
-        tdef = registry.types[rtype]
-        if chained_name == "_id" or tdef.param(chained_name) is not None:
-            targets.append((rtype, [_criterion(tdef, chained_name, chained_modifier, raw, key), *_confined(tdef)]))
-    if not targets:
+    candidates = [t for t in targets_of(registry, rdef, param, target or None)
+                  if chained_name == "_id" or registry.types[t].param(chained_name) is not None]
+    if not candidates:
         raise _unsupported(key, "no type held by this service has that parameter to chain to")
+    # Without a type named, a type the caller may not search is no candidate; named, or alone, it is refused.
+    allowed = [t for t in candidates if searchable(registry, t)] if not target else candidates
+    targets = [(t, [_criterion(registry.types[t], chained_name, chained_modifier, raw, key),
+                    *_confined(registry.types[t])]) for t in (allowed or candidates[:1])]
     return chain_condition(param.name, targets)
 
 

@@ -159,10 +159,13 @@ def test_a_partner_never_reaches_another_partners_resources_through_chains_has_o
     own = intake.post("/fhir/Observation", minimal("Observation", own_patient["id"]), headers=mine).json
 
     chained = intake.get("/fhir/Observation?patient.family=rivera", headers=mine).json
+    untyped = intake.get(f"/fhir/Observation?subject.identifier={PARTNER_MRN}|MRN-gus", headers=mine).json
     has = intake.get("/fhir/Patient?_has:Observation:subject:status=final", headers=mine).json
     revinclude = intake.get("/fhir/Observation?_include=Observation:subject", headers=mine).json
 
     assert kinds(chained)["match"] == {f"Observation/{own['id']}"}
+    assert kinds(untyped)["match"] == {f"Observation/{own['id']}"}  # Groups, which partners may not see, aside
+    assert_outcome(intake.get("/fhir/Observation?subject:Group.identifier=x", headers=mine), 403)
     assert kinds(has)["match"] == {f"Patient/{own_patient['id']}"}
     assert kinds(revinclude)["include"] == {f"Patient/{own_patient['id']}"}
 
