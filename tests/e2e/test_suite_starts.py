@@ -7,7 +7,8 @@ import requests
 from tests.support.processes import TEST_PORTS, base_url
 
 SERVICES = list(TEST_PORTS)
-OWNED = {"intake": {"Patient", "Questionnaire", "QuestionnaireResponse", "Observation", "ServiceRequest", "Flag"},
+OWNED = {"intake": {"Patient", "Questionnaire", "QuestionnaireResponse", "Observation", "ServiceRequest", "Flag",
+                    "Group"},
          "careplan": {"EpisodeOfCare", "CarePlan", "Goal", "Task"}, "encounters": {"Encounter"},
          "aftercare": {"CarePlan", "Goal", "ServiceRequest", "Consent", "Subscription", "AuditEvent", "Provenance"}}
 
