@@ -150,6 +150,7 @@ class FhirApi:
             raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
         if_none_exist = if_none_exist or rdef.natural_criteria(resource)
         if if_none_exist:
+            tx.lock(criteria_lock(rtype, if_none_exist))  # two creates with one query: the second finds the first
             matches = self.find(rtype, if_none_exist)
             if len(matches) > 1:
                 raise FhirError.single(412, "If-None-Exist matched more than one resource", code="duplicate")
@@ -176,6 +177,7 @@ class FhirApi:
         is updated, several are 412."""
         if self.registry.get(rtype).read_only:
             raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        tx.lock(criteria_lock(rtype, criteria))
         matches = self.find(rtype, criteria)
         if len(matches) > 1:
             raise FhirError.single(412, "the conditional update's criteria match more than one resource",
@@ -226,6 +228,11 @@ class FhirApi:
         check_id(rid)
         self.repo.delete(tx, rtype, rid)
         return Response(204)
+
+
+def criteria_lock(rtype: str, criteria: str) -> str:
+    """The lock name of a conditional request's query, the same whatever the order of its parameters."""
+    return f"criteria:{rtype}?" + "&".join(sorted(criteria.split("&")))
 
 
 def shape_entries(bundle: dict[str, Any], summary: str | None, elements: frozenset[str] | None) -> dict[str, Any]:
