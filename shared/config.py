@@ -5,6 +5,7 @@ Every variable is documented in the README; defaults suit a single machine.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,11 @@ def env_bool(name: str, default: bool) -> bool:
 def kafka_bootstrap() -> str:
     """KAFKA_BOOTSTRAP_SERVERS, else the local broker wherever IOP_KAFKA_PORT puts it."""
     return env_str("KAFKA_BOOTSTRAP_SERVERS", "") or f"127.0.0.1:{env_int('IOP_KAFKA_PORT', KAFKA_PORT)}"
+
+
+def redact_url(locator: str) -> str:
+    """A store locator fit for a log line or a status: a URL's password replaced by ***."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", locator)
 
 
 def sqlite_synchronous() -> str:
@@ -101,7 +107,7 @@ class Settings:
 def describe(service: str) -> str:
     """One service's effective settings where they concern the deployment (no secrets)."""
     s = Settings(service)
-    return (f"{service:<11} port={s.port} base_url={s.base_url} kafka={s.kafka_bootstrap} db={s.database}"
+    return (f"{service:<11} port={s.port} base_url={s.base_url} kafka={s.kafka_bootstrap} db={redact_url(s.database)}"
             f" sqlite_synchronous={s.sqlite_synchronous}")
 
 

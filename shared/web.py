@@ -19,7 +19,7 @@ from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
 from shared.fhir.registry import Registry
 from shared.fhir.rest import FhirEndpoints, error_response, fhir_response, mount_fhir
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store, open_store
 from shared.logs import configure, get_logger
 from shared.metrics import Metrics
 
@@ -94,7 +94,7 @@ class KafkaProbe:
 @dataclass
 class ServiceContext:
     settings: Settings
-    store: SQLiteStore
+    store: Store
     registry: Registry
     api: FhirApi
     metrics: Metrics
@@ -167,7 +167,7 @@ def drain_input(stream: Any, limit: int) -> int:
     return read
 
 
-def _store_state(store: SQLiteStore) -> str:
+def _store_state(store: Store) -> str:
     try:
         store.ping()
         return "ok"
@@ -225,7 +225,7 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
     api = FhirApi(store, registry, settings.base_url, settings.var_dir / "export" / settings.service)
     ctx = ServiceContext(settings, store, registry, api, Metrics(), KafkaProbe(settings.kafka_bootstrap))
     app.extensions["iop"] = ctx

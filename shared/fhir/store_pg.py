@@ -36,7 +36,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from shared.config import env_int
+from shared.config import env_int, redact_url
 from shared.fhir.migrations import migrate_postgresql
 from shared.fhir.outcome import FhirError
 from shared.fhir.store import (
@@ -65,11 +65,6 @@ def pg_sql(sql: str) -> str:
 def lock_key(name: str) -> int:
     """A signed 64-bit key for pg_advisory_xact_lock, from any name."""
     return int.from_bytes(hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest(), "big", signed=True)
-
-
-def redact(dsn: str) -> str:
-    """A connection URL without its password, for logs and `iop status`."""
-    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", dsn)
 
 
 @contextmanager
@@ -239,7 +234,7 @@ class PostgresStore:
         self._local = threading.local()
 
     def __repr__(self) -> str:
-        return f"PostgresStore({redact(self.dsn)!r})"
+        return f"PostgresStore({redact_url(self.dsn)!r})"
 
     # -- connections ------------------------------------------------------------------------
     def _open_pool(self) -> ConnectionPool:
