@@ -24,10 +24,11 @@ EXEMPT = {"/fhir/metadata"}
 EXPORT_FILES = "/fhir/_export/"
 
 
-def verifier_for(settings: Settings) -> TokenVerifier:
+def verifier_for(settings: Settings, own: tuple[str, str, Any] | None = None) -> TokenVerifier:
+    """`own`: the issuer, algorithm and public key of the tokens the suite's SMART token endpoint issues."""
     secret = settings.auth_hs256_secret or (None if settings.auth_jwks else dev_secret(settings.var_dir))
     return TokenVerifier(settings.auth_issuer, settings.auth_audience, settings.auth_leeway_s, secret,
-                         settings.auth_jwks or None)
+                         settings.auth_jwks or None, own)
 
 
 def operation_of(registry: Registry, rule: str, args: dict[str, Any]) -> tuple[str, Operation | None] | None:
@@ -79,8 +80,8 @@ def authorize(principal: Principal, pairs: list[tuple[str, str]]) -> None:
             raise forbidden(f"the token's scopes do not allow '{permission}' on {rtype}{hint}")
 
 
-def install(app: Flask, settings: Settings, api: FhirApi) -> None:
-    verifier = verifier_for(settings)
+def install(app: Flask, settings: Settings, api: FhirApi, own: tuple[str, str, Any] | None = None) -> None:
+    verifier = verifier_for(settings, own)
     open_paths = {p.strip() for p in settings.auth_open_paths.split(",") if p.strip()}
 
     @app.before_request

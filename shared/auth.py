@@ -108,8 +108,10 @@ def forbidden(message: str) -> FhirError:
 
 class TokenVerifier:
     def __init__(self, issuer: str, audience: str, leeway_s: int, hs256_secret: str | None = None,
-                 jwks: str | None = None) -> None:
+                 jwks: str | None = None, own: tuple[str, str, Any] | None = None) -> None:
+        """`own`: (issuer, algorithm, public key) of the access tokens the suite's token endpoint issues."""
         self.issuer, self.audience, self.leeway = issuer, audience, leeway_s
+        self.own = own
         self.secret = hs256_secret
         self._jwks_client = jwt.PyJWKClient(jwks) if jwks and jwks.startswith(("http://", "https://")) else None
         self._jwks_file = jwt.PyJWKSet.from_dict(json.loads(Path(jwks).read_text())) if jwks and not \
@@ -138,8 +140,11 @@ class TokenVerifier:
         token = found.group(1)
         try:
             alg = jwt.get_unverified_header(token).get("alg", "")
-            claims = jwt.decode(token, self._key(token, alg), algorithms=[alg], audience=self.audience,
-                                issuer=self.issuer, leeway=self.leeway,
+            issuer, key = self.issuer, None
+            if self.own is not None and alg == self.own[1]:  # issued by the suite's token endpoint
+                issuer, key = self.own[0], self.own[2]
+            claims = jwt.decode(token, key or self._key(token, alg), algorithms=[alg], audience=self.audience,
+                                issuer=issuer, leeway=self.leeway,
                                 options={"require": ["exp", "iss", "aud", "sub"]})
         except jwt.PyJWTError as exc:
             raise unauthorized(f"the token is not valid: {type(exc).__name__}") from None
