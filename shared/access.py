@@ -8,6 +8,7 @@ from flask import Flask, Response, g, request
 
 from shared.auth import Principal, TokenVerifier, current_principal, dev_secret, forbidden
 from shared.config import Settings
+from shared.fhir import patients
 from shared.fhir.bundle_rules import bundle_shape
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
@@ -75,8 +76,8 @@ def bundle_needs(bundle: dict) -> list[tuple[str, str]]:
 def authorize(principal: Principal, pairs: list[tuple[str, str]]) -> None:
     for rtype, permission in pairs:
         if not principal.may(rtype, permission):
-            hint = (" (patient/ scopes are not accepted: this suite serves system and user clients, and confines"
-                    " no client to one patient's compartment)") if principal.patient_scopes else ""
+            hint = (" (patient/ scopes grant only to a token bound to one patient by a patient claim)"
+                    if principal.patient_scopes and principal.patient is None else "")
             raise forbidden(f"the token's scopes do not allow '{permission}' on {rtype}{hint}")
 
 
@@ -97,6 +98,8 @@ def install(app: Flask, settings: Settings, api: FhirApi, own: tuple[str, str, A
                 body = parse_json(request.get_data(cache=True))
                 g.needed = bundle_needs(bundle_shape(body)) if body.get("resourceType") == "Bundle" else []
             authorize(principal, g.needed)
+            called = operation_of(api.registry, request.url_rule.rule, request.view_args or {})
+            patients.check_request(api.registry.types, g.needed, called[0] if called else None)
             if principal.partner:
                 api.registry.check_partner(g.needed, operation_of(api.registry, request.url_rule.rule,
                                                                   request.view_args or {}))

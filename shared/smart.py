@@ -76,9 +76,13 @@ def load_clients(path: str | Path) -> dict[str, Client]:
         patient = entry.get("patient")
         if patient is not None and not (isinstance(patient, str) and patient.removeprefix("Patient/")):
             raise ValueError(f"{path}: client {client_id} has a patient that is not Patient/id")
+        jwks = entry.get("jwks")
+        if not (isinstance(jwks, dict) and isinstance(jwks.get("keys"), list) and jwks["keys"] and all(
+                isinstance(k, dict) and k.get("kty") in ("RSA", "EC") and "d" not in k for k in jwks["keys"])):
+            raise ValueError(f"{path}: client {client_id} must register a JWKS of RSA or EC public keys")
         try:
-            keys = jwt.PyJWKSet.from_dict(entry.get("jwks") or {})
-        except jwt.PyJWTError as exc:
+            keys = jwt.PyJWKSet.from_dict(jwks)
+        except (jwt.PyJWTError, KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: client {client_id} has no usable JWKS ({type(exc).__name__})") from None
         clients[client_id] = Client(client_id, keys, tuple(scopes), patient.removeprefix("Patient/") if patient
                                     else None)
