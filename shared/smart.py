@@ -218,8 +218,8 @@ class TokenEndpoint:
             log.info("client assertion refused", reason="algorithm or client", alg=str(alg)[:16])
             raise failed
         kid = header.get("kid")
-        keys = [k for k in client.jwks.keys if (kid is None or k.key_id == kid) and k.algorithm_name in (alg, None)
-                and k.key_type == ("RSA" if alg == "RS384" else "EC")]
+        keys = [k for k in client.jwks.keys if (kid is None or k.key_id == kid) and k.key_type == (
+                "RSA" if alg == "RS384" else "EC") and getattr(k, "_jwk_data", {}).get("alg") in (None, alg)]
         claims = None
         for key in keys:
             try:

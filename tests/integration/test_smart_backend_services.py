@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tests.integration.test_fhir_conformance import Fhir
 from tests.support.smart import BackendClient, write_clients
 
-EHR = BackendClient("ehr-rs", "RS384", "system/Patient.rs system/Observation.r")
+EHR = BackendClient("ehr-rs", "RS384", "system/Patient.rs system/Observation.r", registers_alg=False)
 EC_CLIENT = BackendClient("ehr-es", "ES384", "system/*.read")
 TTL = 120
 

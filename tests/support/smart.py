@@ -23,6 +23,7 @@ class BackendClient:
     patient: str | None = None
     key: Any = field(default=None)
     kid: str = ""
+    registers_alg: bool = True  # whether its JWK names its algorithm (RFC 7517 makes `alg` optional)
 
     def __post_init__(self) -> None:
         if self.key is None:
@@ -32,7 +33,8 @@ class BackendClient:
 
     def jwks(self) -> dict[str, Any]:
         jwk = json.loads(jwt.algorithms.get_default_algorithms()[self.alg].to_jwk(self.key.public_key()))
-        return {"keys": [{**jwk, "kid": self.kid, "alg": self.alg, "use": "sig", "key_ops": ["verify"]}]}
+        named = {"alg": self.alg} if self.registers_alg else {}
+        return {"keys": [{**jwk, **named, "kid": self.kid, "use": "sig", "key_ops": ["verify"]}]}
 
     def registration(self) -> dict[str, Any]:
         entry: dict[str, Any] = {"client_id": self.client_id, "jwks": self.jwks(), "scopes": self.scopes}
@@ -54,3 +56,8 @@ class BackendClient:
 def write_clients(path: Path, clients: list[BackendClient]) -> Path:
     path.write_text(json.dumps({"clients": [c.registration() for c in clients]}))
     return path
+
+
+# The clients registered with the suite the end-to-end tests start (tests/support/processes.py).
+SUITE_EHR = BackendClient("suite-ehr", "ES384", "system/*.rs")
+SUITE_CLIENTS = [SUITE_EHR]
