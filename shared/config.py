@@ -87,6 +87,11 @@ class Settings:
     auth_jwks: str = field(default_factory=lambda: env_str("IOP_AUTH_JWKS", ""))
     auth_open_paths: str = field(default_factory=lambda: env_str("IOP_AUTH_OPEN_PATHS", "/healthz,/readyz,/metrics"))
     kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", False))
+    smart_clients: str = field(default_factory=lambda: env_str("IOP_SMART_CLIENTS", ""))
+    smart_signing_key: str = field(default_factory=lambda: env_str("IOP_SMART_SIGNING_KEY", ""))
+    smart_issuer: str = field(default_factory=lambda: env_str("IOP_SMART_ISSUER", "iop-suite-smart"))
+    smart_token_ttl_s: int = field(default_factory=lambda: env_int("IOP_SMART_TOKEN_TTL_S", 300))
+    smart_token_url: str = field(default_factory=lambda: env_str("IOP_SMART_TOKEN_URL", ""))
 
     def __post_init__(self) -> None:
         prefix = f"IOP_{self.service.upper()}_"
