@@ -1,9 +1,14 @@
-"""Topics are created with the replication factor and min.insync.replicas that the environment names."""
+"""Topics are created with the replication factor and min.insync.replicas that the environment names; consumers
+join their group as the replica the environment names."""
 from __future__ import annotations
 
-import pytest
+import os
+import socket
 
-from shared.events import admin
+import pytest
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
+
+from shared.events import admin, kafka
 
 
 @pytest.fixture(autouse=True)
@@ -45,3 +50,22 @@ def test_the_topics_command_refuses_an_impossible_setting(monkeypatch: pytest.Mo
     monkeypatch.setenv("IOP_KAFKA_REPLICATION_FACTOR", "0")
     assert admin.main(["topics"]) == 1
     assert "IOP_KAFKA_REPLICATION_FACTOR" in capsys.readouterr().err
+
+
+def test_a_consumer_without_a_replica_name_is_a_dynamic_member_with_a_client_id_of_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IOP_REPLICA", raising=False)
+    monkeypatch.delenv("IOP_KAFKA_SESSION_TIMEOUT_MS", raising=False)
+    m = kafka.membership("iop-careplan")
+    assert m["group_instance_id"] is None
+    assert m["client_id"] == f"iop-careplan-{socket.gethostname()}-{os.getpid()}"
+    assert (m["session_timeout_ms"], m["heartbeat_interval_ms"]) == (10000, 1000)
+    assert m["partition_assignment_strategy"] == [CooperativeStickyAssignor]
+
+
+def test_a_named_replica_is_the_static_member_of_that_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IOP_REPLICA", "careplan-worker-2")
+    monkeypatch.setenv("IOP_KAFKA_SESSION_TIMEOUT_MS", "30000")
+    m = kafka.membership("iop-careplan")
+    assert (m["group_instance_id"], m["client_id"]) == ("careplan-worker-2", "iop-careplan-careplan-worker-2")
+    assert (m["session_timeout_ms"], m["heartbeat_interval_ms"]) == (30000, 3000)
