@@ -52,6 +52,10 @@ class _CommitOnRevoke(ConsumerRebalanceListener):
     def on_partitions_assigned(self, assigned) -> None:
         pass
 
+    def on_partitions_lost(self, lost) -> None:
+        """Out of the group (its session expired): a commit would be refused, the new owner starts at the last one."""
+        self.runner.forget(set(lost))
+
 
 def _header(record, name: str) -> str | None:
     return next((v.decode("utf-8", "replace") for k, v in record.headers or [] if k == name), None)
@@ -264,7 +268,11 @@ class ConsumerRunner:
         pending = {tp: om for tp, om in self.processed.items() if tp in revoked and self._committed.get(tp) != om}
         if pending:
             self.consumer.commit_async(pending)
-        for tp in revoked:
+        self.forget(revoked)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """No longer ours: what was applied there is another member's to commit (or to skip as a duplicate)."""
+        for tp in partitions:
             self.processed.pop(tp, None)
             self._committed.pop(tp, None)
 
