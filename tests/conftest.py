@@ -17,7 +17,7 @@ from tests.support.broker import Broker
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
 from tests.support.ports import port
-from tests.support.postgres import PgServer
+from tests.support.postgres import PgServer, shared_server, test_engine
 
 TEST_VAR = ROOT / "var" / "test"
 pytest_plugins = ["pytester"]
@@ -37,6 +37,9 @@ def suite(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """All four services running as real processes (gunicorn web + worker) against the broker."""
     var_dir = tmp_path_factory.mktemp("suite")
     env = processes.service_env(var_dir, broker.bootstrap)
+    if test_engine() == "postgresql":  # IOP_TEST_STORE=postgresql: each service on a new database
+        for service in processes.TEST_PORTS:
+            env[f"IOP_{service.upper()}_DB"] = shared_server().create_database(f"suite_{service}")
     procs: dict[str, processes.Proc] = {}
     for service in processes.TEST_PORTS:
         procs[f"{service}-web"] = processes.web(service, env, var_dir).start()
@@ -59,11 +62,9 @@ def hapi() -> Iterator[HapiServer]:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+def pg_server() -> PgServer:
     """A throwaway PostgreSQL server on port(18432), started once per session when a test needs it."""
-    server = PgServer().start()
-    yield server
-    server.close()
+    return shared_server()
 
 
 @pytest.fixture
