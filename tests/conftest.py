@@ -23,6 +23,16 @@ TEST_VAR = ROOT / "var" / "test"
 pytest_plugins = ["pytester"]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `postgresql` restart the run's PostgreSQL server: on a SQLite run they are deselected."""
+    if test_engine() == "postgresql":
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgresql")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgresql")]
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[Broker]:
     """The real Kafka broker, formatted fresh for this run, stopped at the end."""
