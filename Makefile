@@ -8,8 +8,17 @@ KAFKA_JARS := $(or $(IOP_VAR_DIR),var)/kafka/lib/.resolved
 # Start our own broker unless KAFKA_BOOTSTRAP_SERVERS names an existing one; the topics and the services then
 # find it on IOP_KAFKA_PORT (shared/config.py), so moving that port moves everything.
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
+# The tests whose services or temporary stores run on the engine IOP_TEST_STORE names: `make test` runs them a
+# second time on PostgreSQL (the store contract suite and the outage tests cover both engines in the first pass).
+PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges intake journey operator \
+  referrals_not_admitted security subscription_lifecycle suite_starts store_restart)) \
+  tests/integration/test_bad_input.py tests/integration/test_conditional.py \
+  tests/integration/test_fhir_conformance.py tests/integration/test_http_contract.py \
+  tests/integration/test_operation_input.py tests/integration/test_patch.py tests/integration/test_patient_data.py \
+  tests/integration/test_search_breadth.py tests/integration/test_group_sessions.py \
+  tests/integration/test_consumer_failures.py
 
-.PHONY: help setup run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
+.PHONY: help setup run stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -23,13 +32,21 @@ $(STAMP): pyproject.toml
 $(KAFKA_JARS): deploy/kafka/pom.xml
 	deploy/kafka/kafka.sh jars
 
-setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies and Kafka jars (quick when done)
+setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies, Kafka jars, PostgreSQL binaries (quick when done)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || deploy/postgres/postgres.sh install
 
 kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KAFKA_PORT) and wait until it answers
 	deploy/kafka/kafka.sh start
 
 kafka-down: ## Stop the local Kafka broker
 	deploy/kafka/kafka.sh stop
+
+pg-up: setup ## Start a local PostgreSQL (var/postgres, 127.0.0.1:5432 or IOP_PG_PORT) with a database per service
+	deploy/postgres/postgres.sh start
+	@echo "Point the services at it with: eval \"\$$(deploy/postgres/postgres.sh env)\""
+
+pg-down: ## Stop the local PostgreSQL
+	deploy/postgres/postgres.sh stop
 
 topics: setup ## Create the contract's topics (6 partitions) and their .dlq companions
 	$(PY) -m shared.events.admin topics
@@ -50,8 +67,12 @@ status: ## Processes, readiness, consumer lag, dead letters and EHR subscription
 	@deploy/kafka/kafka.sh status || true
 	@$(VENV)/bin/iop status || true
 
-test: setup ## Run every test (unit, integration, end-to-end) against a real broker the tests start
+test: setup ## Run every test (unit, integration, end-to-end) against a real broker the tests start, then the store-touching ones on PostgreSQL
 	$(PY) -m pytest -q
+	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
+
+test-postgresql: setup ## Only the store-touching tests, with every store on a throwaway PostgreSQL server
+	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
 
 test-unit: setup ## Only the fast unit tests
 	$(PY) -m pytest -q tests/unit

@@ -17,10 +17,20 @@ from tests.support.broker import Broker, Cluster
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
 from tests.support.ports import port
-from tests.support.postgres import PgServer
+from tests.support.postgres import PgServer, shared_server, test_engine
 
 TEST_VAR = ROOT / "var" / "test"
 pytest_plugins = ["pytester"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `postgresql` restart the run's PostgreSQL server: on a SQLite run they are deselected."""
+    if test_engine() == "postgresql":
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgresql")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgresql")]
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +56,9 @@ def suite(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     """All four services running as real processes (gunicorn web + worker) against the broker."""
     var_dir = tmp_path_factory.mktemp("suite")
     env = processes.service_env(var_dir, broker.bootstrap)
+    if test_engine() == "postgresql":  # IOP_TEST_STORE=postgresql: each service on a new database
+        for service in processes.TEST_PORTS:
+            env[f"IOP_{service.upper()}_DB"] = shared_server().create_database(f"suite_{service}")
     procs: dict[str, processes.Proc] = {}
     for service in processes.TEST_PORTS:
         procs[f"{service}-web"] = processes.web(service, env, var_dir).start()
@@ -68,11 +81,9 @@ def hapi() -> Iterator[HapiServer]:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+def pg_server() -> PgServer:
     """A throwaway PostgreSQL server on port(18432), started once per session when a test needs it."""
-    server = PgServer().start()
-    yield server
-    server.close()
+    return shared_server()
 
 
 @pytest.fixture

@@ -92,6 +92,7 @@ class ConsumerRunner:
         self.producer = RenewableProducer(make_producer)
         self.metrics = metrics or Metrics()
         self.applied = self.skipped = self.dead_lettered = self.handler_errors = 0
+        self.store_waits = 0  # how many times the store was unavailable and the records were left to retry
         self._lag_at = 0.0
         self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -329,6 +330,8 @@ class ConsumerRunner:
                     store_backoff = 0.0
                 except StoreUnavailable as exc:
                     # The records of this poll are fetched again from their first offset once the store is back.
+                    self.store_waits += 1
+                    self.metrics.inc("iop_store_unavailable_total", {"group": self.config.group})
                     store_backoff = min(max(store_backoff * 2, STORE_BACKOFF_S[0]), STORE_BACKOFF_S[1])
                     log.warning("store unavailable, retrying the same records", group=self.config.group,
                                 reason=exc.reason, backoff_s=store_backoff)

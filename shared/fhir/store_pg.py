@@ -34,7 +34,7 @@ from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.config import env_int, redact_url
 from shared.fhir.migrations import migrate_postgresql
@@ -266,13 +266,40 @@ class PostgresStore:
             return self._pool
 
     @contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection]:
+        """A connection from this process's pool, checked, for the time of the block."""
+        with _unavailable():
+            pool = self._open_pool()
+            try:
+                conn = pool.getconn()
+            except PoolTimeout:
+                self._renew_if_failing(pool)
+                raise
+        try:
+            yield conn
+        finally:
+            with _unavailable():
+                pool.putconn(conn)
+
+    def _renew_if_failing(self, pool: ConnectionPool) -> None:
+        """After a wait in vain while connection attempts fail, start over with a new pool: psycopg_pool's own
+        reconnection backs off exponentially, so after a long outage it would come back tens of seconds late.
+        A pool that timed out only because every connection is busy is kept."""
+        if pool.get_stats().get("connections_errors", 0) == 0:
+            return
+        with self._lock:
+            if self._pool is pool:
+                self._pool, self._pid = None, 0
+        pool.close(timeout=0)
+
+    @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
         """The connection of this thread's open transaction, else one from the pool for this call."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
             return
-        with _unavailable(), self._open_pool().connection() as conn:
+        with self._pooled() as conn:
             yield conn
 
     def _query(self, sql: str, args: Any = ()) -> list[dict[str, Any]]:
@@ -283,7 +310,7 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTransaction]:
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("a store transaction is already open in this thread")
-        with _unavailable(), self._open_pool().connection() as conn:
+        with self._pooled() as conn, _unavailable():
             conn.execute("BEGIN")
             self._local.conn = conn
             try:

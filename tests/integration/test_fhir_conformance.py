@@ -31,6 +31,7 @@ from shared.fhir.validation import validate_resource
 from tests.support import examples
 from tests.support.auth import TEST_SECRET, token
 from tests.support.examples import SHAPES, minimal, status_of, with_date, with_status
+from tests.support.postgres import store_locator
 from tests.support.waiting import wait_until
 
 SERVICES = ("intake", "careplan", "encounters", "aftercare")
@@ -143,7 +144,7 @@ class Fhir:
 
 def new_app(service: str, tmp_path: Path) -> Flask:
     factory = importlib.import_module(f"services.{service}.app").create_app
-    return factory({"database": str(tmp_path / f"{service}.db"), "max_body_bytes": MAX_BODY,
+    return factory({"database": store_locator(tmp_path / f"{service}.db"), "max_body_bytes": MAX_BODY,
                     "auth_hs256_secret": TEST_SECRET})
 
 
