@@ -170,9 +170,14 @@ def handlers_for(settings: Settings, registry_repo: Repository | None = None) ->
 def worker_spec(settings: Settings) -> WorkerSpec:
     h = handlers_for(settings)
     store = SQLiteStore(settings.database)
+
+    def roll_forward() -> None:
+        """Once per IOP_SCHEDULE_SWEEP_S across the worker replicas (run_worker claims the period)."""
+        h.roll_forward(store)
+
     return WorkerSpec(settings, store, topics=[CAREPLAN],
                       handlers={t: h.on_plan for t in ("iop.careplan.created", "iop.careplan.revised",
                                                        "iop.careplan.graduated")},
-                      jobs=[(float(settings.schedule_sweep_s), lambda: h.roll_forward(store))])
+                      jobs=[(float(settings.schedule_sweep_s), roll_forward)])
 
 
