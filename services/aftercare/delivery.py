@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import threading
 import time
 import uuid
@@ -98,7 +99,10 @@ class Dispatcher:
         self.release_claims()
 
     def dispatch_once(self) -> None:
-        for queue in self.store.queues_due("queued", now_instant()):
+        # In random order: workers woken by the same commit then claim different queues and share the work.
+        due = self.store.queues_due("queued", now_instant())
+        random.shuffle(due)
+        for queue in due:
             sid = queue.removeprefix("sub:")
             with self._lock:
                 if sid in self._inflight:

@@ -6,6 +6,7 @@ stops a holder that was deposed while it looked away. Each test gets an empty st
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,3 +131,22 @@ def test_of_replicas_racing_for_a_period_exactly_one_runs_the_job(locator: tuple
     for p in procs:
         p.join(30)
     assert sorted(results) == [False, False, False, True]
+
+
+def test_two_workers_running_the_same_clock_job_run_it_once_per_period(locator: tuple[str, str]) -> None:
+    from shared.events.worker import _run_jobs
+
+    every, runs, stop = 0.5, [], threading.Event()
+
+    def sweep() -> None:
+        runs.append(int(time.time() // every))
+
+    threads = [threading.Thread(target=_run_jobs, args=([(every, sweep)], stop, open_store(locator), "aftercare"))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: len(runs) >= 4, 30, what="the job run in four periods")
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert len(runs) == len(set(runs)), f"a period ran twice: {runs}"
