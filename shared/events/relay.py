@@ -90,9 +90,22 @@ class OutboxRelay:
             log.warning("relay lost its lease; another replica publishes")
         return leads
 
+    def _keep_lease(self, stop: threading.Event) -> None:
+        """Renew a held lease on time even while a batch waits for the broker (up to its delivery timeout):
+        the lease says that this process is alive, so only its death (or a stall longer than the lease)
+        lets a standby take over."""
+        while not stop.wait(self.lease.renew_every_s):
+            try:
+                if self.lease.held and not self.lease.renew():
+                    log.warning("relay lost its lease; another replica publishes")
+            except Exception as exc:  # noqa: BLE001 - the store is busy or away: the next round tries again
+                log.warning("relay lease not renewed", error=type(exc).__name__)
+
     def run(self, stop: threading.Event) -> None:
         """Publish while holding the lease; wake on each commit (the store's commit watch), renew the lease on
         the way, and give it up on a clean stop so a standby takes over at once."""
+        keeper = threading.Thread(target=self._keep_lease, args=(stop,), name="relay-lease", daemon=True)
+        keeper.start()
         watch = self.store.commit_watch(self.poll_s)
         watch.wait(stop, 0)  # from here on, every commit rings
         renew_due, backoff, rescan = 0.0, 0.0, True
@@ -121,6 +134,7 @@ class OutboxRelay:
                     # The doorbell: returns at the next commit of another connection, or in time to renew.
                     rescan = watch.wait(stop, max(renew_due - time.monotonic(), 0.0))
         finally:
+            keeper.join(5)
             self.producer.close(10)
             try:
                 self.lease.release()
