@@ -86,6 +86,17 @@ class Lease:
                 self.fence = None
             return self.fence is not None
 
+    def confirm(self) -> bool:
+        """Whether the store still names us holder with our fence (one read): checked before each piece of work,
+        so a holder that was paused past its expiry and taken over stops before the next piece."""
+        with self._lock:
+            if self.fence is None:
+                return False
+            current = self.store.lease(self.name)
+            if current is None or current[:2] != (self.holder, self.fence):
+                self.fence = None
+            return self.fence is not None
+
     def lost(self) -> None:
         """What a fenced write reported: another holder has the lease now."""
         with self._lock:

@@ -137,11 +137,14 @@ class Dispatcher:
                 log.warning("delivery claim not released", exc_info=True)
 
     def claimed(self, sid: str) -> bool:
-        """Whether this worker may deliver the next item of a subscription: it holds the claim (or, called
-        outside the dispatcher, nobody claims queues at all)."""
+        """Whether this worker may deliver the next item of a subscription: the store still names it the claim's
+        holder (or, called outside the dispatcher, nobody claims queues at all)."""
         with self._lock:
             claim = self._claims.get(sid)
-        return claim is None or claim.held
+        if claim is None or claim.confirm():
+            return True
+        log.warning("delivery claim taken over; stopping this drain", subscription_id=sid)
+        return False
 
     def heartbeats(self) -> None:
         """Queue a heartbeat for each active subscription that asked for one and has heard nothing for that long."""

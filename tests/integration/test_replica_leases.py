@@ -150,3 +150,12 @@ def test_two_workers_running_the_same_clock_job_run_it_once_per_period(locator: 
     for t in threads:
         t.join(10)
     assert len(runs) == len(set(runs)), f"a period ran twice: {runs}"
+
+
+def test_a_holder_taken_over_while_it_looked_away_learns_it_from_one_read(store: Store) -> None:
+    a, b = Lease(store, "work:sub:1", "a", 30), Lease(store, "work:sub:1", "b", 30)
+    assert a.acquire() and a.confirm()
+    store.release_lease("work:sub:1", "a", a.fence)  # as if a had been paused past its expiry
+    assert b.acquire()
+    assert a.held and not a.confirm() and not a.held
+    assert b.confirm()
