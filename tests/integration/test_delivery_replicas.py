@@ -18,8 +18,8 @@ from services.aftercare.resources import build_registry
 from services.aftercare.samples import consent, event_numbers, focus_references, notification_status, subscription
 from shared.config import Settings
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore
 from shared.replicas import holder_pid
+from tests.support.engines import ENGINES, fresh_locator, open_locator
 from tests.support.ports import port
 from tests.support.processes import Proc
 from tests.support.receiver import Receiver
@@ -31,10 +31,10 @@ EVENTS = 12  # per patient
 
 
 class Setup:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, locator: str) -> None:
         self.tmp_path = tmp_path
-        self.settings = Settings("aftercare", database=str(tmp_path / "aftercare.db"))
-        self.store = SQLiteStore(self.settings.database)
+        self.settings = Settings("aftercare", database=locator)
+        self.store = open_locator(locator)
         self.repo = Repository(build_registry(self.settings))
         self.env = {**os.environ, "IOP_VAR_DIR": str(tmp_path), "IOP_WORK_CLAIM_S": "3",
                     "IOP_DELIVERY_BACKOFF_BASE_S": "0.2", "IOP_DELIVERY_BACKOFF_CAP_S": "1"}
@@ -73,9 +73,14 @@ class Setup:
                         "resources": [plan]})
 
 
+@pytest.fixture(params=ENGINES)
+def locator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from fresh_locator(request.param, tmp_path, request, "aftercare")
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
-    s = Setup(tmp_path)
+def setup(tmp_path: Path, locator: str) -> Iterator[Setup]:
+    s = Setup(tmp_path, locator)
     yield s
     for w in s.workers:
         w.stop()

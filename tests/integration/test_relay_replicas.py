@@ -11,20 +11,28 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from shared.events import kafka
 from shared.events.relay import LEASE, OutboxRelay
-from shared.fhir.store import SQLiteStore
 from shared.replicas import holder_pid
 from tests.integration.test_broker_outages import Committer
 from tests.integration.test_event_backbone import TOPIC, assert_in_commit_order_per_patient, commit_events, effects
 from tests.support import effect_consumer
 from tests.support.broker import Broker
+from tests.support.engines import ENGINES, fresh_locator, open_locator
 from tests.support.events import EventWatcher, start_at_end
 from tests.support.processes import Proc
 from tests.support.waiting import wait_until
+
+
+@pytest.fixture(params=ENGINES)
+def locator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from fresh_locator(request.param, tmp_path, request, "relays")
 
 
 def running(relay: OutboxRelay, stop: threading.Event) -> threading.Thread:
@@ -38,13 +46,13 @@ def on_the_wire(watcher: EventWatcher, ids: set[str]) -> Counter:
 
 
 def test_given_two_relays_on_one_store_then_exactly_one_publishes_and_each_event_goes_out_once(
-        broker: Broker, tmp_path: Path) -> None:
-    db = tmp_path / "producer.db"
+        broker: Broker, locator: str) -> None:
     watcher = EventWatcher(broker.bootstrap, (TOPIC,))
     stop = threading.Event()
-    relays = [OutboxRelay(SQLiteStore(db), partial(kafka.producer, broker.bootstrap), lease_s=5) for _ in range(2)]
+    relays = [OutboxRelay(open_locator(locator), partial(kafka.producer, broker.bootstrap), lease_s=5)
+              for _ in range(2)]
     threads = [running(r, stop) for r in relays]
-    store = SQLiteStore(db)
+    store = open_locator(locator)
     patients = [f"pt-{uuid.uuid4().hex[:6]}-{n}" for n in range(5)]
     try:
         ids: list[str] = []
@@ -67,20 +75,19 @@ def test_given_two_relays_on_one_store_then_exactly_one_publishes_and_each_event
 
 
 def test_given_a_relay_deposed_while_it_looked_away_then_its_marks_are_refused_and_it_stops_publishing(
-        broker: Broker, tmp_path: Path) -> None:
-    db = tmp_path / "producer.db"
-    store = SQLiteStore(db)
+        broker: Broker, locator: str) -> None:
+    store = open_locator(locator)
     watcher = EventWatcher(broker.bootstrap, (TOPIC,))
     stop_a, stop_b = threading.Event(), threading.Event()
-    a = OutboxRelay(SQLiteStore(db), partial(kafka.producer, broker.bootstrap), lease_s=30)
-    b = OutboxRelay(SQLiteStore(db), partial(kafka.producer, broker.bootstrap), lease_s=30)
+    a = OutboxRelay(open_locator(locator), partial(kafka.producer, broker.bootstrap), lease_s=30)
+    b = OutboxRelay(open_locator(locator), partial(kafka.producer, broker.bootstrap), lease_s=30)
     threads = [running(a, stop_a)]
     patients = [f"pt-{uuid.uuid4().hex[:6]}"]
     try:
         before = commit_events(store, range(0, 10), patients)
         wait_until(lambda: a.published == 10, 30, what="a publishes")
         # a's lease runs out as if it had been paused past its expiry; b takes it (a larger fence).
-        store._conn().execute("UPDATE lease SET expires_at=0 WHERE name=?", (LEASE,))
+        store.release_lease(LEASE, a.owner, a.lease.fence)
         assert b.lease.acquire() and b.lease.fence == a.lease.fence + 1
         after = commit_events(store, range(10, 30), patients)
         wait_until(lambda: not a.lease.held, 30, what="a learns that it was deposed")
@@ -143,11 +150,10 @@ def test_given_the_publishing_worker_sigkilled_mid_stream_then_the_other_takes_o
 
 
 def test_given_two_relay_workers_and_the_publishing_one_sigkilled_then_every_event_is_on_the_topic_in_order(
-        broker: Broker, tmp_path: Path) -> None:
+        broker: Broker, locator: str, tmp_path: Path) -> None:
     """The same takeover, seen on the topic: nothing missing, per-patient first arrivals in commit order, and
     the only copies those of the batch the dead relay had sent but not marked."""
-    locator = str(tmp_path / "relays.db")
-    store = SQLiteStore(locator)
+    store = open_locator(locator)
     watcher = EventWatcher(broker.bootstrap, (TOPIC,))
     env = {**os.environ, "IOP_RELAY_LEASE_S": "2"}
     argv = [sys.executable, "-m", "tests.support.relay_worker", locator, "--servers", broker.bootstrap]

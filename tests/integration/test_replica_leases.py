@@ -13,24 +13,20 @@ from pathlib import Path
 
 import pytest
 
-from shared.fhir.store import OutboxEvent, SQLiteStore, Store
+from shared.fhir.store import OutboxEvent, Store
 from shared.replicas import Lease, claim_period
+from tests.support.engines import ENGINES, fresh_locator
+from tests.support.engines import open_locator as open_store
 from tests.support.waiting import wait_until
 
-ADAPTERS = {"sqlite": (SQLiteStore, lambda tmp: str(tmp / "store.db"))}
 
-
-@pytest.fixture(params=sorted(ADAPTERS))
-def locator(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    return request.param, ADAPTERS[request.param][1](tmp_path)
-
-
-def open_store(locator: tuple[str, str]) -> Store:
-    return ADAPTERS[locator[0]][0](locator[1])
+@pytest.fixture(params=ENGINES)
+def locator(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from fresh_locator(request.param, tmp_path, request)
 
 
 @pytest.fixture
-def store(locator: tuple[str, str]) -> Iterator[Store]:
+def store(locator: str) -> Iterator[Store]:
     opened = open_store(locator)
     yield opened
     getattr(opened, "close", lambda: None)()
@@ -114,13 +110,13 @@ def test_a_periodic_job_is_claimed_once_per_period(store: Store) -> None:
     assert claim_period(store, "roll-forward", 60, now=6061)  # each job has its own periods
 
 
-def _claim_at(locator: tuple[str, str], now: float, start: multiprocessing.synchronize.Event, out) -> None:
+def _claim_at(locator: str, now: float, start: multiprocessing.synchronize.Event, out) -> None:
     store = open_store(locator)
     start.wait(30)
     out.put(claim_period(store, "sweep", 300, now=now))
 
 
-def test_of_replicas_racing_for_a_period_exactly_one_runs_the_job(locator: tuple[str, str], store: Store) -> None:
+def test_of_replicas_racing_for_a_period_exactly_one_runs_the_job(locator: str, store: Store) -> None:
     ctx = multiprocessing.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_claim_at, args=(locator, 9000.0 + n, start, out)) for n in range(4)]
@@ -133,7 +129,7 @@ def test_of_replicas_racing_for_a_period_exactly_one_runs_the_job(locator: tuple
     assert sorted(results) == [False, False, False, True]
 
 
-def test_two_workers_running_the_same_clock_job_run_it_once_per_period(locator: tuple[str, str]) -> None:
+def test_two_workers_running_the_same_clock_job_run_it_once_per_period(locator: str) -> None:
     from shared.events.worker import _run_jobs
 
     every, runs, stop = 0.5, [], threading.Event()

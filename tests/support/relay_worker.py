@@ -8,7 +8,7 @@ import argparse
 
 from shared.config import Settings
 from shared.events.worker import WorkerSpec, run_worker
-from shared.fhir.store import SQLiteStore
+from tests.support.engines import open_locator
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     parser.add_argument("--servers", required=True)
     args = parser.parse_args()
     settings = Settings("relays", database=args.store, kafka_bootstrap=args.servers)
-    run_worker(WorkerSpec(settings, SQLiteStore(args.store)))
+    run_worker(WorkerSpec(settings, open_locator(args.store)))
 
 
 if __name__ == "__main__":
