@@ -47,11 +47,13 @@ class OutboxRelay:
         self.lease = Lease(store, LEASE, self.owner, lease_s)
         self.published = 0
         self.terms = 0  # how many times this relay became the publishing one
+        self.scans = 0  # how many times it looked for unsent rows
 
     def publish_pending(self) -> int:
         """Send every unsent row; mark sent the prefix that the broker acknowledged (fenced by the lease when this
         relay holds one: a deposed relay marks nothing and raises Deposed)."""
         rows = self.store.unsent_events(BATCH)
+        self.scans += 1
         if not rows:
             return 0
         producer, futures, refused = self.producer.get(), [], False

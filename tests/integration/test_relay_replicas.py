@@ -18,10 +18,18 @@ from pathlib import Path
 import pytest
 
 from shared.events import kafka
+from shared.events.envelope import build_event
 from shared.events.relay import LEASE, OutboxRelay
 from shared.replicas import holder_pid
 from tests.integration.test_broker_outages import Committer
-from tests.integration.test_event_backbone import TOPIC, assert_in_commit_order_per_patient, commit_events, effects
+from tests.integration.test_event_backbone import (
+    BASE,
+    TOPIC,
+    assert_in_commit_order_per_patient,
+    careplan,
+    commit_events,
+    effects,
+)
 from tests.support import effect_consumer
 from tests.support.broker import Broker
 from tests.support.engines import ENGINES, fresh_locator, open_locator
@@ -185,3 +193,59 @@ def test_given_two_relay_workers_and_the_publishing_one_sigkilled_then_every_eve
     for patient, numbers in by_patient.items():
         assert numbers == sorted(numbers), f"patient {patient} out of commit order"
     print(f"\n{len(ids)} events, 0 lost, {copies} sent twice around the SIGKILL (consumers skip them by ce_id)")
+
+
+def test_on_postgresql_a_transaction_still_open_holds_back_later_commits_which_then_go_out_in_commit_order(
+        broker: Broker, pg_server, tmp_path: Path) -> None:
+    """The gap of SCALEOUT §2.3: A takes the lower outbox seq, B a higher one and commits first. The relay
+    publishes neither while A is open (B alone would be out of order; B then A would skip nothing, but
+    reorder), and both, A first, once A commits."""
+    url = pg_server.create_database("gap")
+    store = open_locator(url)
+    watcher = EventWatcher(broker.bootstrap, (TOPIC,))
+    stop = threading.Event()
+    # A long lease: its renewals (a third of it) would re-scan only after the test is over, so the relay
+    # publishes here because the commits rang its LISTEN doorbell.
+    relay = OutboxRelay(open_locator(url), partial(kafka.producer, broker.bootstrap), lease_s=180)
+    thread = running(relay, stop)
+    patient = f"pt-{uuid.uuid4().hex[:6]}"
+    opened, release, ids = threading.Event(), threading.Event(), []
+
+    def slow_writer() -> None:
+        with store.transaction() as tx:
+            ids.extend(commit_in(tx, 1, patient))
+            opened.set()
+            release.wait(60)
+
+    try:
+        wait_until(lambda: relay.lease.held, 30, what="the relay leads")
+        ids.extend(commit_events(store, range(0, 1), [patient]))  # the doorbell works: published at once
+        wait_until(lambda: relay.published == 1, 30, what="a first commit published on its NOTIFY")
+        writer = threading.Thread(target=slow_writer, daemon=True)
+        writer.start()
+        assert opened.wait(30)
+        scans = relay.scans
+        ids.extend(commit_events(store, range(2, 3), [patient]))  # B: a higher seq, committed while A is open
+        wait_until(lambda: relay.scans > scans, 30, what="the relay woke on B's commit")
+        unsent = store._query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")[0]["n"]
+        assert unsent == 1 and store.unsent_events(10) == []  # B is committed, and held back by the fence
+        assert relay.published == 1
+        release.set()
+        writer.join(30)
+        wait_until(lambda: relay.published == 3, 30, what="A and B published once A committed")
+        wait_until(lambda: len(on_the_wire(watcher, set(ids))) == 3, 30, what="all three on the topic")
+    finally:
+        release.set()
+        stop.set()
+        thread.join(30)
+        watcher.close()
+    order = [s.headers["ce_id"] for s in watcher.seen if s.headers.get("ce_id") in set(ids)]
+    first, a, b = ids[0], ids[1], ids[2]
+    assert order == [first, a, b]  # commit order of the rows' sequence: A (seq 2) before B (seq 3), each once
+    assert set(on_the_wire(watcher, set(ids)).values()) == {1}
+
+
+def commit_in(tx, n: int, patient: str) -> list[str]:
+    event = build_event("iop.careplan.created", BASE, patient, careplan(n, patient))
+    tx.add_event(event)
+    return [dict(event.headers)["ce_id"]]
