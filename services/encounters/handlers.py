@@ -57,6 +57,7 @@ class EncounterHandlers:
         """A plan created, revised or graduated: its sessions for the coming weeks, and remembered for the
         roll-forward. A plan no longer active (graduated, revoked) has its planned sessions cancelled."""
         careplan, patient_id = event.focus, event.key
+        tx.lock(PLAN_KEY + careplan["id"])  # one plan's schedule reconciled by one replica at a time
         episode = next((e["id"] for e in event.of_type("EpisodeOfCare")), None)
         active = careplan.get("status") == "active"
         tx.put_value(PLAN_KEY + careplan["id"], json.dumps({"careplan": careplan, "patient": patient_id,
@@ -73,6 +74,7 @@ class EncounterHandlers:
         for key in keys:
             try:
                 with store.transaction() as tx:
+                    tx.lock(key)
                     raw = tx.get_value(key)
                     if raw:
                         plan = json.loads(raw)

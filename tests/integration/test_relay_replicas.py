@@ -192,7 +192,8 @@ def test_given_two_relay_workers_and_the_publishing_one_sigkilled_then_every_eve
         by_patient.setdefault(seen[0], []).append(int(seen[2].removeprefix("cp-")))
     for patient, numbers in by_patient.items():
         assert numbers == sorted(numbers), f"patient {patient} out of commit order"
-    print(f"\n{len(ids)} events, 0 lost, {copies} sent twice around the SIGKILL (consumers skip them by ce_id)")
+    print(f"\n{len(ids)} events, 0 lost, {copies} sent twice around the SIGKILL (consumers skip them by ce_id); "
+          f"lease fence {store.lease(LEASE)[1]} (1 + each change of holder)")
 
 
 def test_on_postgresql_a_transaction_still_open_holds_back_later_commits_which_then_go_out_in_commit_order(
