@@ -71,6 +71,8 @@ class Settings:
     consumer_max_attempts: int = field(default_factory=lambda: env_int("IOP_CONSUMER_MAX_ATTEMPTS", 5))
     consumer_backoff_ms: int = field(default_factory=lambda: env_int("IOP_CONSUMER_BACKOFF_MS", 200))
     relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
+    relay_lease_s: float = field(default_factory=lambda: float(env_str("IOP_RELAY_LEASE_S", "5")))
+    work_claim_s: float = field(default_factory=lambda: float(env_str("IOP_WORK_CLAIM_S", "15")))
     event_validation: str = field(default_factory=lambda: env_str("IOP_EVENT_VALIDATION", "structure"))
     consumer_linger_ms: int = -1  # from IOP_<SERVICE>_LINGER_MS, defaults in CONSUMER_LINGER_MS
     schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 1))

@@ -5,11 +5,17 @@ queue in order, so one dead or slow EHR delays only itself, and one patient's ev
 an EHR in the order they happened. Consent is checked at send time (a revocation stops what
 is queued); each attempt is recorded as an AuditEvent; event numbers are assigned when an
 event first passes the consent gate, so a subscriber sees no gaps.
+
+Several aftercare workers may share one store: a worker drains a subscription's queue only while it holds
+that queue's claim (a lease named after the queue, renewed while it works, IOP_WORK_CLAIM_S), so each
+subscription has one delivery in flight and keeps its order; a claim whose worker died expires and another
+worker carries on from the first undelivered item.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import threading
 import time
 import uuid
@@ -29,6 +35,7 @@ from shared.fhir.search import reference_condition, token_condition
 from shared.fhir.store import Store, Stored, Transaction, WorkItem
 from shared.fhir.util import now_instant
 from shared.logs import get_logger
+from shared.replicas import Lease, holder_id
 
 log = get_logger("iop.delivery")
 PURPOSE = "TREAT"
@@ -59,10 +66,12 @@ class Attempt:
 
 class Dispatcher:
     def __init__(self, store: Store, repo: Repository, outbox: Outbox, base_url: str, policy: RetryPolicy,
-                 clock: Callable[[], datetime] | None = None, parallel: int = 8) -> None:
+                 clock: Callable[[], datetime] | None = None, parallel: int = 8, claim_s: float = 15.0) -> None:
         self.store, self.repo, self.outbox, self.base_url, self.policy = store, repo, outbox, base_url, policy
         self.clock = clock or (lambda: datetime.now(UTC))
         self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="delivery")
+        self.owner, self.claim_s = holder_id(self), claim_s
+        self._claims: dict[str, Lease] = {}  # the subscriptions this worker drains now, by id
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -70,10 +79,13 @@ class Dispatcher:
     # -- scheduling ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         """Dispatch when the store changed (a new item queued) and at least every half second (retries due)."""
-        seen, last, beat = None, 0.0, 0.0
+        seen, last, beat, renewed = None, 0.0, 0.0, time.monotonic()
         while not stop.is_set():
             try:
                 version = self.store.data_version()
+                if time.monotonic() - renewed > self.claim_s / 3:
+                    renewed = time.monotonic()
+                    self.renew_claims()
                 if time.monotonic() - beat > 1.0:
                     beat = time.monotonic()
                     self.heartbeats()
@@ -84,15 +96,55 @@ class Dispatcher:
                 log.error("dispatch failed", exc_info=True)
             stop.wait(0.005)
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.release_claims()
 
     def dispatch_once(self) -> None:
-        for queue in self.store.queues_due("queued", now_instant()):
+        # In random order: workers woken by the same commit then claim different queues and share the work.
+        due = self.store.queues_due("queued", now_instant())
+        random.shuffle(due)
+        for queue in due:
             sid = queue.removeprefix("sub:")
             with self._lock:
                 if sid in self._inflight:
                     continue
+                claim = self._claims.get(sid) or Lease(self.store, f"work:{queue}", self.owner, self.claim_s)
+            if not claim.acquire():
+                with self._lock:
+                    self._claims.pop(sid, None)
+                continue  # another worker drains this subscription
+            with self._lock:
                 self._inflight.add(sid)
+                self._claims[sid] = claim
             self.pool.submit(self._drain, sid)
+
+    def renew_claims(self) -> None:
+        """Keep the claims of the queues being drained, even through one long attempt; a lost one stops its drain.
+        An idle queue's claim is kept until it expires (so replicas do not trade it back and forth)."""
+        with self._lock:
+            claims = [(sid, self._claims[sid]) for sid in self._inflight if sid in self._claims]
+        for sid, claim in claims:
+            if not claim.renew():
+                log.warning("delivery claim lost; another worker carries on", subscription_id=sid)
+
+    def release_claims(self) -> None:
+        """On a clean stop: let other workers take this one's queues at once."""
+        with self._lock:
+            claims, self._claims = list(self._claims.values()), {}
+        for claim in claims:
+            try:
+                claim.release()
+            except Exception:  # noqa: BLE001 - the store is away: the claims expire instead
+                log.warning("delivery claim not released", exc_info=True)
+
+    def claimed(self, sid: str) -> bool:
+        """Whether this worker may deliver the next item of a subscription: the store still names it the claim's
+        holder (or, called outside the dispatcher, nobody claims queues at all)."""
+        with self._lock:
+            claim = self._claims.get(sid)
+        if claim is None or claim.confirm():
+            return True
+        log.warning("delivery claim taken over; stopping this drain", subscription_id=sid)
+        return False
 
     def heartbeats(self) -> None:
         """Queue a heartbeat for each active subscription that asked for one and has heard nothing for that long."""
@@ -103,6 +155,18 @@ class Dispatcher:
             if isinstance(spec, list) or not spec.heartbeat_period_s or spec.write_back:
                 continue
             quiet_since = float(self.store.get_value(last_sent_key(sub.id)) or 0)
+            if now - quiet_since < spec.heartbeat_period_s:
+                continue
+            with self._lock:
+                if sub.id in self._inflight:
+                    continue  # being drained here: not quiet
+                claim = self._claims.get(sub.id) or Lease(self.store, f"work:sub:{sub.id}", self.owner, self.claim_s)
+            # Only the worker that claims the queue looks at it and adds to it: one heartbeat across replicas.
+            if not claim.acquire():
+                continue
+            with self._lock:
+                self._claims[sub.id] = claim
+            quiet_since = float(self.store.get_value(last_sent_key(sub.id)) or 0)
             if now - quiet_since >= spec.heartbeat_period_s and not self.store.work(f"sub:{sub.id}", ("queued",), 1):
                 with self.store.transaction() as tx:
                     if unchanged(tx, sub):
@@ -110,7 +174,7 @@ class Dispatcher:
 
     def _drain(self, sid: str) -> None:
         try:
-            while self.deliver_next(sid):
+            while self.claimed(sid) and self.deliver_next(sid):
                 pass
         except Exception:  # noqa: BLE001
             log.error("delivery failed", exc_info=True, subscription_id=sid)

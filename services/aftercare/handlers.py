@@ -97,6 +97,8 @@ class AftercareHandlers:
         return raised
 
     def _schedule(self, tx: Transaction, careplan_id: str) -> list[checkins.CheckIn]:
+        # Held until commit: a sweep and a consumer (on another replica) update one schedule one after the other.
+        tx.lock(checkin_key(careplan_id))
         raw = tx.get_value(checkin_key(careplan_id))
         return [checkins.CheckIn.from_dict(d) for d in json.loads(raw)] if raw else []
 
