@@ -69,7 +69,7 @@ class Dispatcher:
                  clock: Callable[[], datetime] | None = None, parallel: int = 8, claim_s: float = 15.0) -> None:
         self.store, self.repo, self.outbox, self.base_url, self.policy = store, repo, outbox, base_url, policy
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="delivery")
+        self.pool, self.parallel = ThreadPoolExecutor(parallel, thread_name_prefix="delivery"), parallel
         self.owner, self.claim_s = holder_id(self), claim_s
         self._claims: dict[str, Lease] = {}  # the subscriptions this worker drains now, by id
         self._inflight: set[str] = set()
@@ -106,6 +106,8 @@ class Dispatcher:
         for queue in due:
             sid = queue.removeprefix("sub:")
             with self._lock:
+                if len(self._inflight) >= self.parallel:
+                    break  # no thread free: leave the other queues to a worker that has one
                 if sid in self._inflight:
                     continue
                 claim = self._claims.get(sid) or Lease(self.store, f"work:{queue}", self.owner, self.claim_s)
