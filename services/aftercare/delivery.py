@@ -69,7 +69,7 @@ class Dispatcher:
                  clock: Callable[[], datetime] | None = None, parallel: int = 8, claim_s: float = 15.0) -> None:
         self.store, self.repo, self.outbox, self.base_url, self.policy = store, repo, outbox, base_url, policy
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="delivery")
+        self.pool, self.parallel = ThreadPoolExecutor(parallel, thread_name_prefix="delivery"), parallel
         self.owner, self.claim_s = holder_id(self), claim_s
         self._claims: dict[str, Lease] = {}  # the subscriptions this worker drains now, by id
         self._inflight: set[str] = set()
@@ -78,23 +78,24 @@ class Dispatcher:
 
     # -- scheduling ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Dispatch when the store changed (a new item queued) and at least every half second (retries due)."""
-        seen, last, beat, renewed = None, 0.0, 0.0, time.monotonic()
+        """Dispatch when a new item is queued (the store's commit watch rings) and at least every half second
+        (retries come due, handshakes complete)."""
+        watch = self.store.commit_watch(0.005, "work")
+        beat, renewed = 0.0, time.monotonic()
         while not stop.is_set():
             try:
-                version = self.store.data_version()
                 if time.monotonic() - renewed > self.claim_s / 3:
                     renewed = time.monotonic()
                     self.renew_claims()
                 if time.monotonic() - beat > 1.0:
                     beat = time.monotonic()
                     self.heartbeats()
-                if version != seen or time.monotonic() - last > 0.5:
-                    seen, last = version, time.monotonic()
-                    self.dispatch_once()
+                self.dispatch_once()
+                watch.wait(stop, 0.5)
             except Exception:  # noqa: BLE001 - the dispatcher must outlive any one failure
                 log.error("dispatch failed", exc_info=True)
-            stop.wait(0.005)
+                stop.wait(0.5)
+        getattr(watch, "close", lambda: None)()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.release_claims()
 
@@ -105,6 +106,8 @@ class Dispatcher:
         for queue in due:
             sid = queue.removeprefix("sub:")
             with self._lock:
+                if len(self._inflight) >= self.parallel:
+                    break  # no thread free: leave the other queues to a worker that has one
                 if sid in self._inflight:
                     continue
                 claim = self._claims.get(sid) or Lease(self.store, f"work:{queue}", self.owner, self.claim_s)

@@ -139,7 +139,7 @@ class Store(Protocol):
     def release_lease(self, name: str, holder: str, fence: int) -> None: ...
     def lease(self, name: str) -> tuple[str, int, float] | None: ...
     def mark_sent_fenced(self, seqs: list[int], lease_name: str, holder: str, fence: int) -> bool: ...
-    def commit_watch(self, poll_s: float = 0.005) -> Any: ...
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> Any: ...
 
 
 def _row_to_stored(row: sqlite3.Row, method: str = "PUT") -> Stored:
@@ -453,8 +453,9 @@ class SQLiteStore:
             tx.conn.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now_instant(), s) for s in seqs])
         return True
 
-    def commit_watch(self, poll_s: float = 0.005) -> SQLiteCommitWatch:
-        """A doorbell that rings when another connection commits (for the calling thread only)."""
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> SQLiteCommitWatch:
+        """A doorbell that rings when another connection commits (for the calling thread only); on SQLite any
+        commit rings it, whatever it added (`what`: "outbox" rows or "work" items)."""
         return SQLiteCommitWatch(self, poll_s)
 
     def close(self) -> None:

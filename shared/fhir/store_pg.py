@@ -52,6 +52,8 @@ from shared.fhir.store import (
 from shared.fhir.util import now_instant
 
 OUTBOX_CHANNEL = "iop_outbox"  # NOTIFY channel of transactions that added outbox rows
+WORK_CHANNEL = "iop_work"  # ... and of those that queued work items
+CHANNELS = {"outbox": OUTBOX_CHANNEL, "work": WORK_CHANNEL}
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # leases expire by the database's clock
 
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
@@ -216,6 +218,7 @@ class PostgresTransaction:
         row = self.execute("INSERT INTO work_item (queue, status, attempts, not_before, body, created_at,"
                            " updated_at) VALUES (?,?,0,?,?,?,?) RETURNING seq",
                            (queue, status, now, json.dumps(body), now, now)).fetchone()
+        self.execute(f"SELECT pg_notify('{WORK_CHANNEL}', '')")  # the delivery workers' doorbell, on commit
         return row["seq"]
 
     def update_work(self, seq: int, status: str, attempts: int, not_before: str, number: int | None = None) -> None:
@@ -476,10 +479,11 @@ class PostgresStore:
             tx.execute("UPDATE outbox SET sent_at=? WHERE seq = ANY(?)", (now_instant(), list(seqs)))
         return True
 
-    def commit_watch(self, poll_s: float = 0.005) -> PgCommitWatch:
-        """The relay's doorbell: LISTEN on a connection of its own (not pooled, never through a transaction
-        pooler), rung by the NOTIFY of each transaction that adds outbox rows."""
-        return PgCommitWatch(self.dsn, self.timeout_s)
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> PgCommitWatch:
+        """A doorbell: LISTEN on a connection of its own (not pooled, never through a transaction pooler), rung
+        by the NOTIFY of each transaction that adds outbox rows (`what` "outbox", the relay's) or work items
+        ("work", the delivery workers')."""
+        return PgCommitWatch(self.dsn, self.timeout_s, CHANNELS[what])
 
     def close(self) -> None:
         with self._lock:
@@ -489,18 +493,19 @@ class PostgresStore:
 
 
 class PgCommitWatch:
-    """LISTEN iop_outbox on a direct connection; `wait` returns True at the first notification (a commit that
-    added outbox rows), False when the time is up. A lost connection counts as a ring: the caller re-scans."""
+    """LISTEN on a direct connection (iop_outbox, or iop_work); `wait` returns True at the first notification (a
+    commit that added such rows), False when the time is up. A lost connection counts as a ring: the caller
+    re-scans."""
 
-    def __init__(self, dsn: str, timeout_s: float) -> None:
-        self.dsn, self.timeout_s = dsn, timeout_s
+    def __init__(self, dsn: str, timeout_s: float, channel: str = OUTBOX_CHANNEL) -> None:
+        self.dsn, self.timeout_s, self.channel = dsn, timeout_s, channel
         self._conn: psycopg.Connection | None = None
 
     def _listening(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.timeout_s)),
                                          application_name="iop-suite relay")
-            self._conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+            self._conn.execute(f"LISTEN {self.channel}")
         return self._conn
 
     def wait(self, stop: threading.Event, timeout_s: float) -> bool:

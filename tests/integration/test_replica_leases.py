@@ -155,3 +155,17 @@ def test_a_holder_taken_over_while_it_looked_away_learns_it_from_one_read(store:
     assert b.acquire()
     assert a.held and not a.confirm() and not a.held
     assert b.confirm()
+
+
+def test_the_commit_watch_rings_when_outbox_rows_commit_and_not_for_a_rollback(locator: str) -> None:
+    relay_side, writer = open_store(locator), open_store(locator)
+    watch, stop = relay_side.commit_watch(0.005), threading.Event()
+    watch.wait(stop, 0)  # listening from here on
+    with pytest.raises(RuntimeError), writer.transaction() as tx:
+        tx.add_event(event(1))
+        raise RuntimeError("rolled back")
+    assert not watch.wait(stop, 0.3)
+    with writer.transaction() as tx:
+        tx.add_event(event(2))
+    assert watch.wait(stop, 30)
+    assert [e.value for e in relay_side.unsent_events(10)] == ['{"n": 2}']
