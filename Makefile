@@ -62,7 +62,7 @@ status: ## Every replica (supervisorctl status, readiness), consumer membership 
 	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh status || true; fi
 	@$(VENV)/bin/iop status || true
 
-test: setup ## Run every test (unit, integration, end-to-end) against a real broker the tests start
+test: setup $(HAPROXY_BIN) ## Run every test (unit, integration, end-to-end) against a real broker the tests start
 	$(PY) -m pytest -q
 
 test-unit: setup ## Only the fast unit tests
