@@ -21,7 +21,7 @@ use_postgres() {
   local s v wanted=()
   for s in "${services[@]}"; do v="IOP_${s^^}_DB"; [ -n "${!v:-}" ] || wanted+=("$s"); done
   if [ ${#wanted[@]} -eq 0 ]; then echo "postgres: every IOP_<SERVICE>_DB is set: using those"; return 0; fi
-  "$pg" init && "$pg" start
+  "$pg" install && "$pg" start
   for s in "${wanted[@]}"; do export "IOP_${s^^}_DB=$("$pg" url "$s")"; done
 }
 

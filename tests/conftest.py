@@ -13,10 +13,11 @@ import pytest
 
 from shared.config import ROOT
 from tests.support import processes
-from tests.support.broker import Broker
+from tests.support.broker import Broker, Cluster
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
 from tests.support.ports import port
+from tests.support.postgres import PgServer
 
 TEST_VAR = ROOT / "var" / "test"
 pytest_plugins = ["pytester"]
@@ -29,6 +30,15 @@ def broker() -> Iterator[Broker]:
     b.start(fresh=True)
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[Cluster]:
+    """A 3-node KRaft cluster (deploy/kafka/cluster.sh), formatted fresh, for the tests that ask for it only."""
+    c = Cluster(TEST_VAR)
+    c.start(fresh=True)
+    yield c
+    c.stop()
 
 
 @pytest.fixture(scope="session")
@@ -55,6 +65,14 @@ def hapi() -> Iterator[HapiServer]:
     """A real, independent FHIR server (HAPI FHIR, in memory) standing in for a hospital EHR."""
     with HapiServer(port(18090)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server on port(18432), started once per session when a test needs it."""
+    server = PgServer().start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

@@ -1,9 +1,12 @@
 """Broker administration: wait until Kafka answers, create the contract's topics.
 
-    python -m shared.events.admin wait [--timeout 90] [--pid PID]
+    python -m shared.events.admin wait [--timeout 90] [--pid PID] [--brokers N]
     python -m shared.events.admin topics
 
 Both talk to KAFKA_BOOTSTRAP_SERVERS, else to the local broker on IOP_KAFKA_PORT (shared.config).
+Topics are created with IOP_KAFKA_REPLICATION_FACTOR copies (default 1, one broker) and
+`min.insync.replicas` from IOP_KAFKA_MIN_INSYNC_REPLICAS (default 1, or 2 from a replication factor of 3 on):
+with acks=all, a write is acknowledged only once that many copies have it.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from shared.config import kafka_bootstrap
+from shared.config import env_int, kafka_bootstrap
 from shared.events.catalogue import ALL_TOPICS, PARTITIONS
 
 LISTEN = "0A"  # the TCP state LISTEN in /proc/net/tcp
@@ -70,17 +73,34 @@ def _first_port(servers: str) -> int:
     return int(servers.split(",")[0].rsplit(":", 1)[1])
 
 
-def _answers(servers: str) -> bool:
+def replication_factor() -> int:
+    """IOP_KAFKA_REPLICATION_FACTOR: how many brokers keep a copy of each partition (default 1)."""
+    rf = env_int("IOP_KAFKA_REPLICATION_FACTOR", 1)
+    if rf < 1:
+        raise ValueError(f"IOP_KAFKA_REPLICATION_FACTOR must be at least 1, not {rf}")
+    return rf
+
+
+def min_insync_replicas(rf: int) -> int:
+    """IOP_KAFKA_MIN_INSYNC_REPLICAS, by default 1 below a replication factor of 3 and 2 from 3 on."""
+    default = 1 if rf < 3 else 2
+    isr = env_int("IOP_KAFKA_MIN_INSYNC_REPLICAS", default)
+    if not 1 <= isr <= rf:
+        raise ValueError(f"IOP_KAFKA_MIN_INSYNC_REPLICAS must be between 1 and the replication factor {rf}, not {isr}")
+    return isr
+
+
+def _answers(servers: str, brokers: int = 1) -> bool:
     admin = KafkaAdminClient(bootstrap_servers=servers, bootstrap_timeout_ms=2000, request_timeout_ms=5000)
     try:
-        brokers = admin.describe_cluster().get("brokers", [])
-        return any(not b.get("is_fenced", False) for b in brokers)
+        known = admin.describe_cluster().get("brokers", [])
+        return sum(not b.get("is_fenced", False) for b in known) >= brokers
     finally:
         admin.close()
 
 
-def wait_for_kafka(servers: str, timeout_s: float = 90.0, pid: int | None = None) -> None:
-    """Wait for an API round trip to an unfenced broker, not for a port.
+def wait_for_kafka(servers: str, timeout_s: float = 90.0, pid: int | None = None, brokers: int = 1) -> None:
+    """Wait for an API round trip to an unfenced broker (at least `brokers` of them in the cluster), not for a port.
 
     With `pid`, the broker that answers must be that process: another broker already on the port would
     answer while our JVM fails to bind and exits.
@@ -90,7 +110,7 @@ def wait_for_kafka(servers: str, timeout_s: float = 90.0, pid: int | None = None
         if pid is not None and not _pid_alive(pid):
             raise RuntimeError(f"kafka process {pid} exited")
         try:
-            if _answers(servers):
+            if _answers(servers, brokers):
                 if pid is None or pid_listens_on(pid, _first_port(servers)):
                     return
                 last = f"{servers} is answered by another process than {pid}"
@@ -100,15 +120,22 @@ def wait_for_kafka(servers: str, timeout_s: float = 90.0, pid: int | None = None
     raise TimeoutError(f"Kafka at {servers} not ready after {timeout_s}s: {last!r}")
 
 
-def create_topics(servers: str, topics: tuple[str, ...] = ALL_TOPICS, partitions: int = PARTITIONS) -> list[str]:
-    """Create what is missing; existing topics are left as they are. Returns the names created."""
+def create_topics(servers: str, topics: tuple[str, ...] = ALL_TOPICS, partitions: int = PARTITIONS,
+                  rf: int | None = None, min_isr: int | None = None) -> list[str]:
+    """Create what is missing; existing topics are left as they are. Returns the names created.
+
+    `rf` and `min_isr` default to IOP_KAFKA_REPLICATION_FACTOR and IOP_KAFKA_MIN_INSYNC_REPLICAS.
+    """
+    rf = replication_factor() if rf is None else rf
+    min_isr = min_insync_replicas(rf) if min_isr is None else min_isr
     admin = KafkaAdminClient(bootstrap_servers=servers, request_timeout_ms=30000)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
+            config = {"min.insync.replicas": str(min_isr)}
             try:
-                admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+                admin.create_topics([NewTopic(t, partitions, rf, topic_configs=config) for t in missing])
             except TopicAlreadyExistsError:
                 pass
         return missing
@@ -122,16 +149,19 @@ def main(argv: list[str] | None = None) -> int:
     w = sub.add_parser("wait")
     w.add_argument("--timeout", type=float, default=90.0)
     w.add_argument("--pid", type=int)
+    w.add_argument("--brokers", type=int, default=1, help="unfenced brokers the cluster must have")
     sub.add_parser("topics")
     args = parser.parse_args(argv)
     servers = bootstrap()
     try:
         if args.cmd == "wait":
-            wait_for_kafka(servers, args.timeout, args.pid)
+            wait_for_kafka(servers, args.timeout, args.pid, args.brokers)
         else:
-            created = create_topics(servers)
-            print(f"topics: {len(ALL_TOPICS)} present at {servers} ({len(created)} created)")
-    except (RuntimeError, TimeoutError) as exc:
+            rf = replication_factor()
+            created = create_topics(servers, rf=rf)
+            print(f"topics: {len(ALL_TOPICS)} present at {servers} ({len(created)} created,"
+                  f" replication factor {rf}, min.insync.replicas {min_insync_replicas(rf)})")
+    except (RuntimeError, TimeoutError, ValueError) as exc:
         print(f"kafka: {exc}", file=sys.stderr)
         return 1
     return 0

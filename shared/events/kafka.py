@@ -1,16 +1,23 @@
 """Kafka clients configured the way the contract needs them."""
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError, KafkaTimeoutError
+
+from shared.config import env_int, env_str
 
 # Every send is settled (acknowledged or failed) within this, so a caller never waits longer for a verdict.
 DELIVERY_TIMEOUT_MS = 10000
+# A consumer not heard from for this long is out of its group, and its partitions go to the others.
+SESSION_TIMEOUT_MS = 10000
 ProducerFactory = Callable[[], KafkaProducer]
 
 
@@ -84,12 +91,27 @@ def _close_quietly(old: KafkaProducer, timeout_s: float) -> None:
         old.close(timeout_s)
 
 
+def membership(group: str) -> dict[str, object]:
+    """How a consumer of `group` joins it: static under IOP_REPLICA, dynamic without; a client id of its own.
+
+    Cooperative-sticky assignment: a replica that joins or leaves moves only the partitions it takes or gives
+    up, and the other members keep consuming theirs through the rebalance. A static member (`group_instance_id`
+    = IOP_REPLICA) that restarts within the session timeout gets its partitions back without a rebalance; one
+    that stops or dies gives them up after the session timeout (IOP_KAFKA_SESSION_TIMEOUT_MS).
+    """
+    replica = env_str("IOP_REPLICA", "").strip()
+    session_ms = env_int("IOP_KAFKA_SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS)
+    return dict(partition_assignment_strategy=[CooperativeStickyAssignor], group_instance_id=replica or None,
+                client_id=f"{group}-{replica}" if replica else f"{group}-{socket.gethostname()}-{os.getpid()}",
+                session_timeout_ms=session_ms, heartbeat_interval_ms=max(100, session_ms // 10))
+
+
 def consumer(servers: str, group: str, topics: list[str], **overrides: object) -> KafkaConsumer:
     """Offsets are committed by the runner, only after each effect is stored."""
     config: dict = dict(bootstrap_servers=servers, group_id=group, enable_auto_commit=False,
                         auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=500,
-                        session_timeout_ms=10000, heartbeat_interval_ms=1000, reconnect_backoff_max_ms=1000,
-                        client_id=f"{group}-consumer", metadata_max_age_ms=30000, bootstrap_timeout_ms=5000)
+                        reconnect_backoff_max_ms=1000, metadata_max_age_ms=30000, bootstrap_timeout_ms=5000,
+                        **membership(group))
     config.update(overrides)
     c = KafkaConsumer(**config)
     # Join only once every topic's partitions are known: a member that joins before would get no

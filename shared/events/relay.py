@@ -22,7 +22,7 @@ import time
 from kafka.errors import KafkaError
 
 from shared.events.kafka import ProducerFactory, RenewableProducer
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store
 from shared.logs import get_logger
 from shared.metrics import Metrics
 
@@ -34,7 +34,7 @@ MAX_BACKOFF_S = 2.0
 
 
 class OutboxRelay:
-    def __init__(self, store: SQLiteStore, make_producer: ProducerFactory, poll_ms: int = 5,
+    def __init__(self, store: Store, make_producer: ProducerFactory, poll_ms: int = 5,
                  metrics: Metrics | None = None) -> None:
         self.store, self.producer = store, RenewableProducer(make_producer)
         self.poll_s = poll_ms / 1000

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import requests
@@ -31,37 +33,53 @@ KAFKA = port(19255)  # one broker, or the cluster's first node (then +1, +2; con
 PG = port(18247)
 
 
-def cluster_env(var: Path) -> dict[str, str]:
+def cluster_env(var: Path, pg_dir: Path) -> dict[str, str]:
     return operator_env(var, IOP_REPLICA_PORT_BASE=str(REPLICA_BASE), IOP_KAFKA_PORT=str(KAFKA),
                         IOP_KAFKA_CONTROLLER_PORT=str(KAFKA + 1), IOP_KAFKA_CLUSTER_PORT=str(KAFKA),
                         IOP_KAFKA_CLUSTER_CONTROLLER_PORT=str(KAFKA + 10), IOP_KAFKA_HEAP="256m",
-                        IOP_PG_PORT=str(PG), IOP_WEB_WORKERS="1", IOP_WEB_THREADS="2",
-                        IOP_AUTH_HS256_SECRET=TEST_SECRET,
+                        IOP_PG_PORT=str(PG), IOP_PG_DIR=str(pg_dir), IOP_PG_DURABLE="0",
+                        IOP_WEB_WORKERS="1", IOP_WEB_THREADS="2", IOP_AUTH_HS256_SECRET=TEST_SECRET,
                         **{f"IOP_{s.upper()}_PORT": str(p) for s, p in FRONTS.items()})
 
 
 def test_run_cluster_serves_through_haproxy_shows_every_replica_and_stops_clean(tmp_path: Path) -> None:
     var = scratch_var(tmp_path)
-    env = cluster_env(var)
-    with Subreaper() as parent:
-        pids: list[int] = []
-        try:
-            run = parent.run([SUITE_SH, "run-cluster"], env, timeout=600)
-            pids = supervised(var)
-            assert run.rc == 0, run.output
-            for service in SERVICES:
-                assert (f"{service}: ready  http://127.0.0.1:{FRONTS[service]}/fhir  (2 web, 2 worker replicas "
-                        f"behind HAProxy;") in run.stdout, run.stdout
-            bootstrap = topology.saved_state(var)["kafka_bootstrap"]
-            an_intake_through_the_front_yields_its_plan(bootstrap)
-            iop_status_shows_every_replica(env)
-            pids += a_killed_web_replica_is_routed_around_and_started_again(var)
-        finally:
-            stop = parent.run(["make", "--no-print-directory", "stop"], env, timeout=300)
-        assert stop.rc == 0, stop.output
-        assert [pid for pid in pids if not gone(pid)] == []
-        bound = [*FRONTS.values(), *range(REPLICA_BASE + 1, REPLICA_BASE + 33), KAFKA, KAFKA + 1, KAFKA + 2, PG]
-        assert [p for p in bound if listening(p)] == []
+    # Outside pytest's own directories, which only root may enter: PostgreSQL runs as the postgres user.
+    pg_dir = Path(tempfile.mkdtemp(prefix="iop-cluster-pg-"))
+    os.chmod(pg_dir, 0o755)
+    try:
+        env = cluster_env(var, pg_dir / "cluster")
+        with Subreaper() as parent:
+            pids: list[int] = []
+            try:
+                run = parent.run([SUITE_SH, "run-cluster"], env, timeout=600)
+                pids = supervised(var)
+                assert run.rc == 0, run.output
+                assert f"postgres: running on 127.0.0.1:{PG}" in run.stdout, run.stdout
+                assert f"topics: 8 present at {bootstrap_list()} (8 created, replication factor 3, " \
+                       "min.insync.replicas 2)" in run.stdout, run.stdout
+                assert set(topology.saved_state(var)["stores"].values()) == {"postgresql"}
+                for service in SERVICES:
+                    assert (f"{service}: ready  http://127.0.0.1:{FRONTS[service]}/fhir  (2 web, 2 worker replicas "
+                            f"behind HAProxy;") in run.stdout, run.stdout
+                bootstrap = topology.saved_state(var)["kafka_bootstrap"]
+                an_intake_through_the_front_yields_its_plan(bootstrap)
+                iop_status_shows_every_replica(env)
+                pids += a_killed_web_replica_is_routed_around_and_started_again(var)
+            finally:
+                stop = parent.run(["make", "--no-print-directory", "stop"], env, timeout=300)
+            assert stop.rc == 0, stop.output
+            assert "postgres: stopped" in stop.stdout, stop.output
+            assert [pid for pid in pids if not gone(pid)] == []
+            kafka = [KAFKA + n for n in (0, 1, 2, 10, 11, 12)]
+            bound = [*FRONTS.values(), *range(REPLICA_BASE + 1, REPLICA_BASE + 33), *kafka, PG]
+            assert [p for p in bound if listening(p)] == []
+    finally:
+        shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def bootstrap_list() -> str:
+    return ",".join(f"127.0.0.1:{KAFKA + n}" for n in range(3))
 
 
 def supervised(var: Path) -> list[int]:
