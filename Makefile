@@ -18,7 +18,7 @@ PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges 
   tests/integration/test_search_breadth.py tests/integration/test_group_sessions.py \
   tests/integration/test_consumer_failures.py
 
-.PHONY: help setup run stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
+.PHONY: help setup run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -51,23 +51,35 @@ pg-down: ## Stop the local PostgreSQL
 topics: setup ## Create the contract's topics (6 partitions) and their .dlq companions
 	$(PY) -m shared.events.admin topics
 
-run: setup ## Set up and start everything: broker, topics, four services and their workers
+run: setup ## Set up and start everything: broker, topics, four services and their workers (under supervisord)
 	@$(if $(OWN_KAFKA),deploy/kafka/kafka.sh start,echo "kafka: using $(KAFKA_BOOTSTRAP_SERVERS)")
 	@$(PY) -m shared.events.admin topics
-	@deploy/suite.sh start
+	@deploy/suite.sh start embedded
 	@echo "A development token (all scopes): .venv/bin/iop token --scope 'system/*.cruds'"
 	@echo "Stop with: make stop"
 
-stop: ## Stop the services, their workers and the local broker
+HAPROXY_BIN := /usr/sbin/haproxy
+$(HAPROXY_BIN):
+	apt-get install -y haproxy || { apt-get update && apt-get install -y haproxy; }
+
+run-cluster: setup $(HAPROXY_BIN) ## The cluster profile: PostgreSQL, 3 Kafka nodes, 2 web + 2 worker replicas per service behind HAProxy
+	@deploy/suite.sh run-cluster
+	@echo "A development token (all scopes): .venv/bin/iop token --scope 'system/*.cruds'"
+	@echo "Stop with: make stop"
+
+stop: ## Stop the services, their workers and the local broker, cluster and PostgreSQL
 	@deploy/suite.sh stop
 	@deploy/kafka/kafka.sh stop
+	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh stop; fi
+	@if [ -x deploy/postgres/postgres.sh ]; then deploy/postgres/postgres.sh stop; fi
 
-status: ## Processes, readiness, consumer lag, dead letters and EHR subscriptions in error
+status: ## Every replica (supervisorctl status, readiness), consumer membership and lag, dead letters, EHRs in error
 	@deploy/suite.sh status || true
 	@deploy/kafka/kafka.sh status || true
+	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh status || true; fi
 	@$(VENV)/bin/iop status || true
 
-test: setup ## Run every test (unit, integration, end-to-end) against a real broker the tests start, then the store-touching ones on PostgreSQL
+test: setup $(HAPROXY_BIN) ## Run every test (unit, integration, end-to-end) against a real broker the tests start, then the store-touching ones on PostgreSQL
 	$(PY) -m pytest -q
 	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
 
