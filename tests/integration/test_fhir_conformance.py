@@ -25,6 +25,7 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from shared.config import Settings
+from shared.fhir import uscore
 from shared.fhir.registry import Registry
 from shared.fhir.util import now_instant
 from shared.fhir.validation import validate_resource
@@ -1060,6 +1061,7 @@ def test_capability_statement_claims_what_is_served_and_nothing_else(fhir: Fhir,
     assert statement["fhirVersion"] == "4.0.1"
     assert statement["kind"] == "instance"
     assert FHIR_JSON in statement["format"]
+    assert statement["implementationGuide"] == [uscore.IMPLEMENTATION_GUIDE]  # every service serves a US Core type
     [rest] = statement["rest"]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     assert sorted(r["type"] for r in rest["resource"]) == sorted(registry.types)
@@ -1074,6 +1076,7 @@ def test_capability_statement_claims_what_is_served_and_nothing_else(fhir: Fhir,
         assert claimed["conditionalUpdate"] is (not rdef.read_only)
         assert claimed["conditionalDelete"] == ("not-supported" if rdef.read_only else "single")
         assert "conditionalRead" not in claimed
+        assert claimed.get("supportedProfile", []) == uscore.supported_profiles(claimed["type"])
         for include in claimed.get("searchInclude", []):
             assert include.split(":")[1] in {p.name for p in rdef.all_params if p.kind == "reference"}
         for revinclude in claimed.get("searchRevInclude", []):
