@@ -9,7 +9,7 @@ KAFKA_JARS := $(or $(IOP_VAR_DIR),var)/kafka/lib/.resolved
 # find it on IOP_KAFKA_PORT (shared/config.py), so moving that port moves everything.
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
 
-.PHONY: help setup run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
+.PHONY: help setup tools run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -24,6 +24,24 @@ $(KAFKA_JARS): deploy/kafka/pom.xml
 	deploy/kafka/kafka.sh jars
 
 setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies and Kafka jars (quick when done)
+
+# The deployment checks' tools, fetched or built once and kept under var/tools: promtool from Debian's prometheus
+# package (unpacked, nothing installed or started), helm built from the Go module proxy (minutes, once).
+TOOLS := var/tools
+PROMTOOL := $(TOOLS)/prometheus/usr/bin/promtool
+HELM := $(TOOLS)/bin/helm
+HELM_VERSION := v3.22.0
+
+$(PROMTOOL):
+	@mkdir -p $(TOOLS)/deb
+	cd $(TOOLS)/deb && (apt-get download prometheus 2>/dev/null || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
+	@rm -rf $(TOOLS)/deb
+
+$(HELM):
+	GOBIN=$(abspath $(TOOLS)/bin) GOFLAGS=-modcacherw go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+tools: $(PROMTOOL) $(HELM) ## promtool and helm for the deployment checks, cached under var/tools
 
 kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KAFKA_PORT) and wait until it answers
 	deploy/kafka/kafka.sh start
@@ -50,7 +68,7 @@ status: ## Processes, readiness, consumer lag, dead letters and EHR subscription
 	@deploy/kafka/kafka.sh status || true
 	@$(VENV)/bin/iop status || true
 
-test: setup ## Run every test (unit, integration, end-to-end) against a real broker the tests start
+test: setup tools ## Run every test (unit, integration, end-to-end) against a real broker the tests start
 	$(PY) -m pytest -q
 
 test-unit: setup ## Only the fast unit tests

@@ -16,6 +16,7 @@ from tests.support import processes
 from tests.support.broker import Broker
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
+from tests.support.otlp import OtlpReceiver
 from tests.support.ports import port
 
 TEST_VAR = ROOT / "var" / "test"
@@ -32,10 +33,19 @@ def broker() -> Iterator[Broker]:
 
 
 @pytest.fixture(scope="session")
-def suite(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, processes.Proc]]:
+def otlp() -> Iterator[OtlpReceiver]:
+    """Where the suite's processes export their spans."""
+    receiver = OtlpReceiver(port(18410))
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def suite(broker: Broker, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[dict[str, processes.Proc]]:
     """All four services running as real processes (gunicorn web + worker) against the broker."""
     var_dir = tmp_path_factory.mktemp("suite")
-    env = processes.service_env(var_dir, broker.bootstrap)
+    env = processes.service_env(var_dir, broker.bootstrap, {**otlp.env, **processes.worker_metrics_env()})
     procs: dict[str, processes.Proc] = {}
     for service in processes.TEST_PORTS:
         procs[f"{service}-web"] = processes.web(service, env, var_dir).start()

@@ -21,10 +21,11 @@ import time
 
 from kafka.errors import KafkaError
 
+from shared import tracing
 from shared.events.kafka import ProducerFactory, RenewableProducer
 from shared.fhir.store import SQLiteStore
 from shared.logs import get_logger
-from shared.metrics import Metrics
+from shared.metrics import OUTBOX_PUBLISHED
 
 log = get_logger("iop.relay")
 LEASE = "relay-lease"
@@ -33,12 +34,19 @@ BATCH = 500
 MAX_BACKOFF_S = 2.0
 
 
+def _published_headers(topic: str, headers: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
+    """The row's headers, its `traceparent` now naming the span of its publication (a child of its cause's)."""
+    cause = next((v for k, v in headers if k == "traceparent"), None)
+    with tracing.span(f"publish {topic}", tracing.SpanKind.PRODUCER, cause,
+                      {"messaging.system": "kafka", "messaging.destination.name": topic}):
+        sent = tracing.traceparent() or cause
+    return [(k, (sent if k == "traceparent" and sent else v).encode("utf-8")) for k, v in headers]
+
+
 class OutboxRelay:
-    def __init__(self, store: SQLiteStore, make_producer: ProducerFactory, poll_ms: int = 5,
-                 metrics: Metrics | None = None) -> None:
+    def __init__(self, store: SQLiteStore, make_producer: ProducerFactory, poll_ms: int = 5) -> None:
         self.store, self.producer = store, RenewableProducer(make_producer)
         self.poll_s = poll_ms / 1000
-        self.metrics = metrics or Metrics()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
         self.published = 0
 
@@ -60,7 +68,7 @@ class OutboxRelay:
             return 0
         producer, futures, refused = self.producer.get(), [], False
         for row in rows:
-            headers = [(k, v.encode("utf-8")) for k, v in row.headers]
+            headers = _published_headers(row.topic, row.headers)
             try:
                 futures.append(producer.send(row.topic, key=row.key.encode("utf-8"),
                                              value=row.value.encode("utf-8"), headers=headers))
@@ -72,7 +80,7 @@ class OutboxRelay:
             self.producer.renew()
         self.store.mark_sent([row.seq for row in rows[:acknowledged]])
         self.published += acknowledged
-        self.metrics.inc("iop_outbox_published_total", by=acknowledged)
+        OUTBOX_PUBLISHED.inc(acknowledged)
         if acknowledged < len(rows):
             raise KafkaError(f"{len(rows) - acknowledged} outbox rows not acknowledged; will retry")
         return len(rows)
