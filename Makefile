@@ -9,7 +9,7 @@ KAFKA_JARS := $(or $(IOP_VAR_DIR),var)/kafka/lib/.resolved
 # find it on IOP_KAFKA_PORT (shared/config.py), so moving that port moves everything.
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
 
-.PHONY: help setup tools run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
+.PHONY: help setup tools helm-background run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -43,6 +43,13 @@ $(HELM):
 
 tools: $(PROMTOOL) $(HELM) ## promtool and helm for the deployment checks, cached under var/tools
 
+# Building helm takes minutes on a fresh machine: `make test` starts it in the background and the deployment
+# checks, which run last, wait for it (tests/support/tools.py).
+helm-background:
+	@mkdir -p $(TOOLS)
+	@if [ ! -x $(HELM) ]; then echo "helm: building in the background ($(TOOLS)/helm-build.log)"; \
+	  nohup $(MAKE) -s $(HELM) >$(TOOLS)/helm-build.log 2>&1 </dev/null & echo $$! >$(TOOLS)/helm-build.pid; fi
+
 kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KAFKA_PORT) and wait until it answers
 	deploy/kafka/kafka.sh start
 
@@ -68,7 +75,7 @@ status: ## Processes, readiness, consumer lag, dead letters and EHR subscription
 	@deploy/kafka/kafka.sh status || true
 	@$(VENV)/bin/iop status || true
 
-test: setup tools ## Run every test (unit, integration, end-to-end) against a real broker the tests start
+test: setup $(PROMTOOL) helm-background ## Run every test (unit, integration, end-to-end) against a real broker the tests start
 	$(PY) -m pytest -q
 
 test-unit: setup ## Only the fast unit tests

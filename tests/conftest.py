@@ -109,3 +109,8 @@ def no_unexpected_dead_letters(request: pytest.FixtureRequest) -> Iterator[None]
             problems += [str(f) for f in found]
     if problems:
         pytest.fail("events went wrong during the test:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The deployment checks run last: on a fresh machine `make test` is still building their helm meanwhile."""
+    items.sort(key=lambda item: item.path.is_relative_to(ROOT / "tests" / "deploy"))
