@@ -5,6 +5,7 @@ Every variable is documented in the README; defaults suit a single machine.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,11 @@ def env_bool(name: str, default: bool) -> bool:
 def kafka_bootstrap() -> str:
     """KAFKA_BOOTSTRAP_SERVERS, else the local broker wherever IOP_KAFKA_PORT puts it."""
     return env_str("KAFKA_BOOTSTRAP_SERVERS", "") or f"127.0.0.1:{env_int('IOP_KAFKA_PORT', KAFKA_PORT)}"
+
+
+def redact_url(locator: str) -> str:
+    """A store locator fit for a log line or a status: a URL's password replaced by ***."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", locator)
 
 
 def sqlite_synchronous() -> str:
@@ -81,6 +87,11 @@ class Settings:
     auth_jwks: str = field(default_factory=lambda: env_str("IOP_AUTH_JWKS", ""))
     auth_open_paths: str = field(default_factory=lambda: env_str("IOP_AUTH_OPEN_PATHS", "/healthz,/readyz,/metrics"))
     kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", False))
+    smart_clients: str = field(default_factory=lambda: env_str("IOP_SMART_CLIENTS", ""))
+    smart_signing_key: str = field(default_factory=lambda: env_str("IOP_SMART_SIGNING_KEY", ""))
+    smart_issuer: str = field(default_factory=lambda: env_str("IOP_SMART_ISSUER", "iop-suite-smart"))
+    smart_token_ttl_s: int = field(default_factory=lambda: env_int("IOP_SMART_TOKEN_TTL_S", 300))
+    smart_token_url: str = field(default_factory=lambda: env_str("IOP_SMART_TOKEN_URL", ""))
 
     def __post_init__(self) -> None:
         prefix = f"IOP_{self.service.upper()}_"
@@ -106,7 +117,7 @@ class Settings:
 def describe(service: str) -> str:
     """One service's effective settings where they concern the deployment (no secrets)."""
     s = Settings(service)
-    return (f"{service:<11} port={s.port} base_url={s.base_url} kafka={s.kafka_bootstrap} db={s.database}"
+    return (f"{service:<11} port={s.port} base_url={s.base_url} kafka={s.kafka_bootstrap} db={redact_url(s.database)}"
             f" sqlite_synchronous={s.sqlite_synchronous}")
 
 

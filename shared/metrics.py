@@ -96,12 +96,14 @@ class StoreCollector(Collector):
         self.store, self.subscriptions, self.extra = store, subscriptions, extra
 
     def collect(self) -> Iterator[Metric]:
-        yield from self._outbox()
-        yield from self._lag()
-        yield from self._queues()
-        yield from self._handler_errors()
-        if self.subscriptions:
-            yield from self._subscriptions()
+        try:  # all read first: a store that fails half-way yields none of them, never a 500 to the scraper
+            found = [*self._outbox(), *self._lag(), *self._queues(), *self._handler_errors(),
+                     *(self._subscriptions() if self.subscriptions else ())]
+        except Exception:  # noqa: BLE001 - the store is away (StoreUnavailable) or busy: say so, and go on
+            found = []
+        yield from found
+        yield GaugeMetricFamily("iop_store_up", "1 when the store answered this scrape's questions",
+                                value=1.0 if found else 0.0)
         if self.extra is not None:
             yield from self.extra()
 

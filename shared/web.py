@@ -15,14 +15,14 @@ from flask import Response as FlaskResponse
 from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from shared import access, tracing
+from shared import access, smart, tracing
 from shared import metrics as prom
 from shared.config import Settings
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
 from shared.fhir.registry import Registry
 from shared.fhir.rest import FhirEndpoints, error_response, fhir_response, mount_fhir
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store, open_store
 from shared.logs import configure, get_logger
 
 VERSION = "0.1.0"
@@ -34,6 +34,17 @@ SMART_SECURITY = {
                    "system/CarePlan.rs or user/*.cruds (v1 .read/.write accepted).",
 }
 log = get_logger("iop.web")
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def smart_security(tokens: smart.TokenEndpoint) -> dict[str, Any]:
+    """The CapabilityStatement's rest.security: SMART on FHIR, with the token endpoint (SMART App Launch's
+    oauth-uris extension) and what is discoverable at /.well-known/smart-configuration."""
+    return {**SMART_SECURITY, "extension": [{"url": OAUTH_URIS, "extension": [
+        {"url": "token", "valueUri": tokens.url}]}],
+        "description": SMART_SECURITY["description"] + " SMART Backend Services: client_credentials with a "
+        "private_key_jwt assertion (RS384/ES384) at the token endpoint; patient/ scopes for a token bound to one "
+        "Patient (a patient claim), confined to that patient's compartment; see /.well-known/smart-configuration."}
 DRAIN_FACTOR = 4     # how much of an unread request body is read before answering, in IOP_MAX_BODY_BYTES
 DRAIN_SECONDS = 10.0
 UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: no spans
@@ -97,7 +108,7 @@ class KafkaProbe:
 @dataclass
 class ServiceContext:
     settings: Settings
-    store: SQLiteStore
+    store: Store
     registry: Registry
     api: FhirApi
     kafka: KafkaProbe
@@ -169,7 +180,7 @@ def drain_input(stream: Any, limit: int) -> int:
     return read
 
 
-def _store_state(store: SQLiteStore) -> str:
+def _store_state(store: Store) -> str:
     try:
         store.ping()
         return "ok"
@@ -262,13 +273,14 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
     api = FhirApi(store, registry, settings.base_url, settings.var_dir / "export" / settings.service)
     ctx = ServiceContext(settings, store, registry, api, KafkaProbe(settings.kafka_bootstrap))
     app.extensions["iop"] = ctx
     _register_errors(app)
     _register_body_drain(app, settings.max_body_bytes)
     _register_observability(app, ctx)
-    access.install(app, settings, api)
-    mount_fhir(app, FhirEndpoints(api, VERSION, security or SMART_SECURITY))
+    tokens = smart.install(app, settings, store)
+    access.install(app, settings, api, (settings.smart_issuer, tokens.jwk["alg"], tokens.key.public_key()))
+    mount_fhir(app, FhirEndpoints(api, VERSION, security or smart_security(tokens)))
     return app

@@ -18,6 +18,7 @@ from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
 from tests.support.otlp import OtlpReceiver
 from tests.support.ports import port
+from tests.support.postgres import PgServer
 
 TEST_VAR = ROOT / "var" / "test"
 pytest_plugins = ["pytester"]
@@ -65,6 +66,14 @@ def hapi() -> Iterator[HapiServer]:
     """A real, independent FHIR server (HAPI FHIR, in memory) standing in for a hospital EHR."""
     with HapiServer(port(18090)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A throwaway PostgreSQL server on port(18432), started once per session when a test needs it."""
+    server = PgServer().start()
+    yield server
+    server.close()
 
 
 @pytest.fixture

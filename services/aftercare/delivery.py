@@ -27,7 +27,7 @@ from shared import metrics, tracing
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
 from shared.fhir.search import reference_condition, token_condition
-from shared.fhir.store import SQLiteStore, Stored, Transaction, WorkItem
+from shared.fhir.store import Store, Stored, Transaction, WorkItem
 from shared.fhir.util import now_instant
 from shared.logs import get_logger
 
@@ -59,7 +59,7 @@ class Attempt:
 
 
 class Dispatcher:
-    def __init__(self, store: SQLiteStore, repo: Repository, outbox: Outbox, base_url: str, policy: RetryPolicy,
+    def __init__(self, store: Store, repo: Repository, outbox: Outbox, base_url: str, policy: RetryPolicy,
                  clock: Callable[[], datetime] | None = None, parallel: int = 8) -> None:
         self.store, self.repo, self.outbox, self.base_url, self.policy = store, repo, outbox, base_url, policy
         self.clock = clock or (lambda: datetime.now(UTC))

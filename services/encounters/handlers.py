@@ -22,7 +22,7 @@ from shared.events.worker import WorkerSpec
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore, Stored, Transaction
+from shared.fhir.store import Store, Stored, Transaction, open_store
 from shared.fhir.util import ref_id
 from shared.logs import get_logger
 
@@ -63,7 +63,7 @@ class EncounterHandlers:
                                                              "episode": episode}) if active else "")
         self.schedule(tx, careplan, patient_id, episode)
 
-    def roll_forward(self, store: SQLiteStore) -> int:
+    def roll_forward(self, store: Store) -> int:
         """Plan the sessions of the days that have come into the window since, for every active plan.
 
         Each plan in its own transaction, re-read inside it, so a revision consumed meanwhile is not undone.
@@ -169,7 +169,7 @@ def handlers_for(settings: Settings, registry_repo: Repository | None = None) ->
 
 def worker_spec(settings: Settings) -> WorkerSpec:
     h = handlers_for(settings)
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
     return WorkerSpec(settings, store, topics=[CAREPLAN],
                       handlers={t: h.on_plan for t in ("iop.careplan.created", "iop.careplan.revised",
                                                        "iop.careplan.graduated")},

@@ -31,7 +31,7 @@ from shared.events.catalogue import BY_TYPE, DLQ_SUFFIX
 from shared.events.envelope import Event, InvalidEnvelope, current_trace, parse_event
 from shared.events.failures import PoisonMessage
 from shared.events.kafka import DELIVERY_TIMEOUT_MS, ProducerFactory, RenewableProducer
-from shared.fhir.store import SQLiteStore, Transaction
+from shared.fhir.store import Store, StoreUnavailable, Transaction
 from shared.logs import get_logger
 
 log = get_logger("iop.consumer")
@@ -57,6 +57,9 @@ def _header(record, name: str) -> str | None:
     return next((v.decode("utf-8", "replace") for k, v in record.headers or [] if k == name), None)
 
 
+STORE_BACKOFF_S = (0.2, 5.0)  # first and longest wait before the records are tried again while the store is away
+
+
 @contextmanager
 def _savepoint_of(tx: Transaction) -> Iterator[Transaction]:
     with tx.savepoint():
@@ -78,7 +81,7 @@ class RunnerConfig:
 
 
 class ConsumerRunner:
-    def __init__(self, store: SQLiteStore, consumer: KafkaConsumer, make_producer: ProducerFactory,
+    def __init__(self, store: Store, consumer: KafkaConsumer, make_producer: ProducerFactory,
                  config: RunnerConfig) -> None:
         self.store, self.consumer, self.config = store, consumer, config
         # Its own producer, made at the first dead letter: most runners never need one.
@@ -140,6 +143,8 @@ class ConsumerRunner:
         attempt = 1
         error = failure if failure is not None else self._attempt(event)
         while error is not None:
+            if isinstance(error, StoreUnavailable):
+                raise error  # not the event's fault: nothing is dead-lettered or committed; run() backs off
             kind = failures.kind_of(error)
             if kind == failures.HANDLER_ERROR:
                 self.handler_error(record, event, error, attempt)
@@ -308,10 +313,18 @@ class ConsumerRunner:
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: poll, apply, commit. On stop, the record in hand is finished and committed."""
         log.info("consumer started", group=self.config.group, topics=",".join(self.config.topics))
+        store_backoff = 0.0
         try:
             while not stop.is_set():
                 try:
                     self.poll_once(self.config.poll_ms, stop)
+                    store_backoff = 0.0
+                except StoreUnavailable as exc:
+                    # The records of this poll are fetched again from their first offset once the store is back.
+                    store_backoff = min(max(store_backoff * 2, STORE_BACKOFF_S[0]), STORE_BACKOFF_S[1])
+                    log.warning("store unavailable, retrying the same records", group=self.config.group,
+                                reason=exc.reason, backoff_s=store_backoff)
+                    stop.wait(store_backoff)
                 except Exception as exc:  # noqa: BLE001 - broker restart, rebalance: keep going
                     log.warning("consumer loop error", group=self.config.group, error=type(exc).__name__)
                     stop.wait(1.0)

@@ -23,7 +23,7 @@ from kafka.errors import KafkaError
 
 from shared import tracing
 from shared.events.kafka import ProducerFactory, RenewableProducer
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store
 from shared.logs import get_logger
 from shared.metrics import OUTBOX_PUBLISHED
 
@@ -44,7 +44,7 @@ def _published_headers(topic: str, headers: list[tuple[str, str]]) -> list[tuple
 
 
 class OutboxRelay:
-    def __init__(self, store: SQLiteStore, make_producer: ProducerFactory, poll_ms: int = 5) -> None:
+    def __init__(self, store: Store, make_producer: ProducerFactory, poll_ms: int = 5) -> None:
         self.store, self.producer = store, RenewableProducer(make_producer)
         self.poll_s = poll_ms / 1000
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"

@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.events import kafka
 from shared.events.consumer import ConsumerRunner, Handler, RunnerConfig
 from shared.events.relay import OutboxRelay
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store
 from shared.logs import configure, get_logger
 
 log = get_logger("iop.worker")
@@ -24,7 +24,7 @@ log = get_logger("iop.worker")
 @dataclass
 class WorkerSpec:
     settings: Settings
-    store: SQLiteStore
+    store: Store
     handlers: dict[str, Handler] = field(default_factory=dict)
     topics: list[str] = field(default_factory=list)
     jobs: list[tuple[float, Callable[[], None]]] = field(default_factory=list)  # (every seconds, job)

@@ -3,8 +3,10 @@
 One transaction covers resource writes, their search index rows, outbox events, the
 `ce_id`s a consumer has applied and idempotency records, so that a resource change and the
 events it causes commit together (transactional outbox) and a consumer's effect and its
-dedupe mark commit together (exactly-once effect). A PostgreSQL adapter implements the
-same two classes and passes the same contract tests (tests/integration/test_store_contract.py).
+dedupe mark commit together (exactly-once effect). The PostgreSQL adapter (shared/fhir/store_pg.py)
+implements the same two classes and passes the same contract tests (tests/integration/test_store_contract.py);
+`open_store` picks one from a locator: a `postgresql://` URL, or else a SQLite file path. Both create and
+migrate their schema themselves (shared/fhir/migrations.py).
 """
 from __future__ import annotations
 
@@ -18,38 +20,24 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shared.config import SQLITE_SYNCHRONOUS, sqlite_synchronous
-from shared.fhir.outcome import FhirError
+from shared.fhir.migrations import migrate_sqlite
+from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.util import now_instant
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS resource (
-  type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL,
-  deleted INTEGER NOT NULL DEFAULT 0, created_seq INTEGER NOT NULL, json TEXT NOT NULL,
-  PRIMARY KEY (type, id));
-CREATE TABLE IF NOT EXISTS history (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
-  last_updated TEXT NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json TEXT NOT NULL,
-  UNIQUE (type, id, version));
-CREATE TABLE IF NOT EXISTS search_index (
-  type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT, value TEXT,
-  date_lo TEXT, date_hi TEXT);
-CREATE INDEX IF NOT EXISTS search_by_value ON search_index (type, param, value);
-CREATE INDEX IF NOT EXISTS search_by_resource ON search_index (type, id);
-CREATE TABLE IF NOT EXISTS outbox (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key TEXT NOT NULL, headers TEXT NOT NULL,
-  value TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT);
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
-CREATE TABLE IF NOT EXISTS applied_event (
-  consumer TEXT NOT NULL, ce_id TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (consumer, ce_id));
-CREATE TABLE IF NOT EXISTS idempotency (
-  scope TEXT NOT NULL, key TEXT NOT NULL, response TEXT NOT NULL, PRIMARY KEY (scope, key));
-CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS work_item (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
-  not_before TEXT NOT NULL, number INTEGER, body TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS work_by_queue ON work_item (queue, status, seq);
-CREATE INDEX IF NOT EXISTS work_due ON work_item (status, not_before);
-"""
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+class StoreUnavailable(FhirError):
+    """The store cannot be reached or did not answer in time: 503 with Retry-After, a transient failure.
+
+    A request may be sent again; a consumer retries the same records without dead-lettering them.
+    """
+
+    def __init__(self, reason: str, retry_after_s: int = 1) -> None:
+        super().__init__(503, [Issue(f"the store is unavailable ({reason}); the request was not applied, "
+                                     "try again", code="transient")], {"Retry-After": str(retry_after_s)})
+        self.reason = reason
+
 
 
 @dataclass(frozen=True)
@@ -110,6 +98,7 @@ class Page:
 
 class Transaction(Protocol):
     def savepoint(self) -> AbstractContextManager[None]: ...
+    def lock(self, name: str) -> None: ...
     def read(self, rtype: str, rid: str) -> Stored | None: ...
     def write(self, rtype: str, rid: str, resource: dict, index: list[IndexRow],
               expected_version: int | None = None) -> Stored: ...
@@ -168,6 +157,10 @@ class SQLiteTransaction:
             self.conn.execute(f"RELEASE {name}")
             raise
         self.conn.execute(f"RELEASE {name}")
+
+    def lock(self, name: str) -> None:
+        """Hold `name` until the transaction ends, so that two transactions locking one name run one after the
+        other (a conditional create's query). SQLite's transactions already do: BEGIN IMMEDIATE."""
 
     def read(self, rtype: str, rid: str) -> Stored | None:
         row = self.conn.execute("SELECT * FROM resource WHERE type=? AND id=?", (rtype, rid)).fetchone()
@@ -282,8 +275,7 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        with self._conn() as conn:
-            conn.executescript(SCHEMA)
+        migrate_sqlite(self._conn())
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -393,3 +385,16 @@ class SQLiteStore:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def is_postgresql(target: str | Path) -> bool:
+    return str(target).startswith(PG_SCHEMES)
+
+
+def open_store(target: str | Path) -> Store:
+    """The store a service's IOP_<SERVICE>_DB names: a `postgresql://` URL, or else a SQLite file path."""
+    if is_postgresql(target):
+        from shared.fhir.store_pg import PostgresStore
+
+        return PostgresStore(str(target))
+    return SQLiteStore(target)

@@ -75,15 +75,17 @@ def test_an_ehrs_request_continues_the_trace_of_the_change_it_announces(
     request = next(r for r in ehr.received() if "event-notification" in r["body"])
     _, trace_id, parent_id, _ = request["headers"]["traceparent"].split("-")
 
-    def client_span() -> list:
-        return [s for s in otlp.trace(trace_id) if s.service == "iop-aftercare" and s.kind == "client"]
+    expected = [("careplan", "server", "POST /fhir/CarePlan/{id}/$graduate"),
+                ("aftercare", "consumer", "process iop.careplan.graduated"),
+                ("aftercare", "internal", "deliver notification"), ("aftercare", "client", "POST EHR")]
 
-    wait_until(client_span, 30, 0.2, "the EHR request's span")
+    def all_there() -> bool:  # each process exports its spans in its own batches, as each span ends
+        return all(has(otlp.trace(trace_id), *want) for want in expected)
+
+    wait_until(all_there, 30, 0.2, "the spans from the graduation to the EHR's request")
     spans = otlp.trace(trace_id)
-    assert client_span()[0].span_id == parent_id  # the EHR sees the span of its own request as the parent
-    assert has(spans, "careplan", "server", "POST /fhir/CarePlan/{id}/$graduate")
-    assert has(spans, "aftercare", "consumer", "process iop.careplan.graduated")
-    assert has(spans, "aftercare", "internal", "deliver notification")
+    client = [s for s in spans if s.service == "iop-aftercare" and s.kind == "client"]
+    assert client[0].span_id == parent_id  # the EHR sees the span of its own request as the parent
     assert [s.service for s in spans if not s.parent_id] == ["iop-careplan"]
 
     web = samples(f"http://127.0.0.1:{TEST_PORTS['aftercare']}/metrics")
