@@ -3,6 +3,7 @@ request continues the trace of the change it announces, and every process's metr
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +18,7 @@ from tests.support.otlp import OtlpReceiver
 from tests.support.ports import port
 from tests.support.processes import TEST_PORTS, WORKER_METRICS_PORTS
 from tests.support.receiver import Receiver
+from tests.support.tools import tool
 from tests.support.waiting import wait_until
 
 
@@ -94,6 +96,11 @@ def test_an_ehrs_request_continues_the_trace_of_the_change_it_announces(
     worker = wait_until(lambda: (s := samples(f"http://127.0.0.1:{WORKER_METRICS_PORTS['aftercare']}/metrics"))
                         .get(("iop_ehr_deliveries_total", (("outcome", "delivered"),)), 0) >= 1 and s, 30)
     assert worker[("iop_ehr_delivery_duration_seconds_count", (("outcome", "delivered"),))] >= 1
+    for url in (f"http://127.0.0.1:{WORKER_METRICS_PORTS['aftercare']}/metrics",
+                f"http://127.0.0.1:{TEST_PORTS['aftercare']}/metrics"):
+        checked = subprocess.run([tool("promtool"), "check", "metrics"], input=requests.get(url, timeout=10).text,
+                                 capture_output=True, text=True, timeout=60)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
     careplan_worker = samples(f"http://127.0.0.1:{WORKER_METRICS_PORTS['careplan']}/metrics")
     assert careplan_worker[("iop_events_applied_total", (("event_type", "iop.intake.assessed"),
                                                          ("group", "iop-careplan")))] >= 1
