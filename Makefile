@@ -18,7 +18,7 @@ PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges 
   tests/integration/test_search_breadth.py tests/integration/test_group_sessions.py \
   tests/integration/test_consumer_failures.py
 
-.PHONY: help setup run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
+.PHONY: help setup tools helm-background run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -34,6 +34,31 @@ $(KAFKA_JARS): deploy/kafka/pom.xml
 
 setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies, Kafka jars, PostgreSQL binaries (quick when done)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || deploy/postgres/postgres.sh install
+
+# The deployment checks' tools, fetched or built once and kept under var/tools: promtool from Debian's prometheus
+# package (unpacked, nothing installed or started), helm built from the Go module proxy (minutes, once).
+TOOLS := var/tools
+PROMTOOL := $(TOOLS)/prometheus/usr/bin/promtool
+HELM := $(TOOLS)/bin/helm
+HELM_VERSION := v3.22.0
+
+$(PROMTOOL):
+	@mkdir -p $(TOOLS)/deb
+	cd $(TOOLS)/deb && (apt-get download prometheus 2>/dev/null || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
+	@rm -rf $(TOOLS)/deb
+
+$(HELM):
+	GOBIN=$(abspath $(TOOLS)/bin) GOFLAGS=-modcacherw go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+tools: $(PROMTOOL) $(HELM) ## promtool and helm for the deployment checks, cached under var/tools
+
+# Building helm takes minutes on a fresh machine: `make test` starts it in the background and the deployment
+# checks, which run last, wait for it (tests/support/tools.py).
+helm-background:
+	@mkdir -p $(TOOLS)
+	@if [ ! -x $(HELM) ]; then echo "helm: building in the background ($(TOOLS)/helm-build.log)"; \
+	  nohup $(MAKE) -s $(HELM) >$(TOOLS)/helm-build.log 2>&1 </dev/null & echo $$! >$(TOOLS)/helm-build.pid; fi
 
 kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KAFKA_PORT) and wait until it answers
 	deploy/kafka/kafka.sh start
@@ -79,7 +104,7 @@ status: ## Every replica (supervisorctl status, readiness), consumer membership 
 	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh status || true; fi
 	@$(VENV)/bin/iop status || true
 
-test: setup $(HAPROXY_BIN) ## Run every test (unit, integration, end-to-end) against a real broker the tests start, then the store-touching ones on PostgreSQL
+test: setup $(HAPROXY_BIN) $(PROMTOOL) helm-background ## Run every test (unit, integration, end-to-end) against a real broker the tests start, then the store-touching ones on PostgreSQL
 	$(PY) -m pytest -q
 	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
 

@@ -110,6 +110,11 @@ class Settings:
     def port(self) -> int:
         return env_int(f"IOP_{self.service.upper()}_PORT", SERVICE_PORTS.get(self.service, 8080))
 
+    @property
+    def worker_metrics_port(self) -> int:
+        """Where the worker serves /metrics: IOP_<SERVICE>_WORKER_METRICS_PORT, else IOP_WORKER_METRICS_PORT; 0 none."""
+        return env_int(f"IOP_{self.service.upper()}_WORKER_METRICS_PORT", env_int("IOP_WORKER_METRICS_PORT", 0))
+
 
 def describe(service: str) -> str:
     """One service's effective settings where they concern the deployment (no secrets)."""

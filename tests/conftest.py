@@ -16,6 +16,7 @@ from tests.support import processes
 from tests.support.broker import Broker, Cluster
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
+from tests.support.otlp import OtlpReceiver
 from tests.support.ports import port
 from tests.support.postgres import PgServer, shared_server, test_engine
 
@@ -52,10 +53,19 @@ def kafka_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def suite(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, processes.Proc]]:
+def otlp() -> Iterator[OtlpReceiver]:
+    """Where the suite's processes export their spans."""
+    receiver = OtlpReceiver(port(18410))
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def suite(broker: Broker, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[dict[str, processes.Proc]]:
     """All four services running as real processes (gunicorn web + worker) against the broker."""
     var_dir = tmp_path_factory.mktemp("suite")
-    env = processes.service_env(var_dir, broker.bootstrap)
+    env = processes.service_env(var_dir, broker.bootstrap, {**otlp.env, **processes.worker_metrics_env()})
     if test_engine() == "postgresql":  # IOP_TEST_STORE=postgresql: each service on a new database
         for service in processes.TEST_PORTS:
             env[f"IOP_{service.upper()}_DB"] = shared_server().create_database(f"suite_{service}")
@@ -128,3 +138,8 @@ def no_unexpected_dead_letters(request: pytest.FixtureRequest) -> Iterator[None]
             problems += [str(f) for f in found]
     if problems:
         pytest.fail("events went wrong during the test:\n  " + "\n  ".join(problems), pytrace=False)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The deployment checks run last: on a fresh machine `make test` is still building their helm meanwhile."""
+    items.sort(key=lambda item: item.path.is_relative_to(ROOT / "tests" / "deploy"))

@@ -29,6 +29,7 @@ from services.aftercare import consent, notifications, writeback
 from services.aftercare.backoff import RetryPolicy
 from services.aftercare.handlers import identifiers_key
 from services.aftercare.subscriptions import SubscriptionSpec, parse_subscription
+from shared import metrics, tracing
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
 from shared.fhir.search import reference_condition, token_condition
@@ -238,16 +239,26 @@ class Dispatcher:
             return self._failed(tx, sub, item, attempt)
 
     def _notify(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
+        """The EHR's request continues the trace of the event that queued it."""
+        with tracing.span("deliver notification", tracing.SpanKind.INTERNAL, item.body.get("traceparent"),
+                          {"iop.subscription_id": sub.id, "cloudevents.event_type": item.body.get("type", "")}):
+            return self._notify_in_span(sub, spec, item)
+
+    def _notify_in_span(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
         patient = item.body["patient"]
         decision = self._consent(patient, spec, item)
         if not decision.permit:
             with self.store.transaction() as tx:
                 tx.update_work(item.seq, "blocked-consent", item.attempts, item.not_before)
                 self._audit(tx, sub.id, patient, Attempt(False, None, 0.0, decision.reason), "blocked-by-consent")
+            metrics.EHR_DELIVERIES.labels("blocked-consent").inc()
             log.info("delivery blocked by consent", subscription_id=sub.id, patient_id=patient, reason=decision.reason)
             return True
         number = item.number or self._assign_number(sub.id, item)
         attempt = self._send(sub, spec, item, number)
+        outcome = "delivered" if attempt.ok else "failed"
+        metrics.EHR_DELIVERIES.labels(outcome).inc()
+        metrics.EHR_SECONDS.labels(outcome).observe(attempt.ms / 1000)
         with self.store.transaction() as tx:
             self._audit(tx, sub.id, patient, attempt, f"event {number}")
             if not attempt.ok:
@@ -278,6 +289,7 @@ class Dispatcher:
         if self.policy.give_up(first, self.clock()):
             tx.update_work(item.seq, "queued", item.attempts + 1, item.not_before)
             if self._set_status(tx, sub, "error"):
+                metrics.EHR_DELIVERIES.labels("gave-up").inc()
                 self.outbox.emit(tx, "iop.ehr.failed", item.body.get("patient") or "-", sub.resource)
                 log.warning("subscription in error after retries", subscription_id=sub.id, attempts=item.attempts + 1)
             return False
@@ -325,13 +337,23 @@ class Dispatcher:
 
     def _call(self, method: str, url: str, spec: SubscriptionSpec, **kwargs: object) -> Attempt:
         started = time.perf_counter()
-        try:
-            resp = self._session().request(method, url, timeout=spec.timeout_s, **kwargs)
-            ms = (time.perf_counter() - started) * 1000
-            return Attempt(200 <= resp.status_code < 300, resp.status_code, ms,
-                           "" if resp.ok else f"HTTP {resp.status_code}")
-        except requests.RequestException as exc:
-            return Attempt(False, None, (time.perf_counter() - started) * 1000, type(exc).__name__)
+        with tracing.span(f"{method} EHR", tracing.SpanKind.CLIENT, attributes={"http.request.method": method}) as span:
+            try:
+                return self._request(method, url, spec, started, span, **kwargs)
+            except requests.RequestException as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                return Attempt(False, None, (time.perf_counter() - started) * 1000, type(exc).__name__)
+
+    def _request(self, method: str, url: str, spec: SubscriptionSpec, started: float, span: tracing.Span,
+                 **kwargs: object) -> Attempt:
+        headers = dict(kwargs.pop("headers", None) or {})  # type: ignore[call-overload]
+        if (parent := tracing.traceparent()) is not None:
+            headers["traceparent"] = parent
+        resp = self._session().request(method, url, timeout=spec.timeout_s, headers=headers, **kwargs)
+        span.set_attribute("http.response.status_code", resp.status_code)
+        ms = (time.perf_counter() - started) * 1000
+        return Attempt(200 <= resp.status_code < 300, resp.status_code, ms,
+                       "" if resp.ok else f"HTTP {resp.status_code}")
 
     def _set_status(self, tx: Transaction, sub: Stored, status: str) -> bool:
         """Give the Subscription this status, unless it changed or was deleted since `sub` was read: a client's

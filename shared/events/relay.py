@@ -20,10 +20,11 @@ import time
 
 from kafka.errors import KafkaError
 
+from shared import tracing
 from shared.events.kafka import ProducerFactory, RenewableProducer
 from shared.fhir.store import Store
 from shared.logs import get_logger
-from shared.metrics import Metrics
+from shared.metrics import OUTBOX_PUBLISHED
 from shared.replicas import Lease, holder_id
 
 log = get_logger("iop.relay")
@@ -37,12 +38,20 @@ class Deposed(Exception):
     """Another relay holds the lease now: this one's marks were refused and it stops publishing."""
 
 
+def _published_headers(topic: str, headers: list[tuple[str, str]]) -> list[tuple[str, bytes]]:
+    """The row's headers, its `traceparent` now naming the span of its publication (a child of its cause's)."""
+    cause = next((v for k, v in headers if k == "traceparent"), None)
+    with tracing.span(f"publish {topic}", tracing.SpanKind.PRODUCER, cause,
+                      {"messaging.system": "kafka", "messaging.destination.name": topic}):
+        sent = tracing.traceparent() or cause
+    return [(k, (sent if k == "traceparent" and sent else v).encode("utf-8")) for k, v in headers]
+
+
 class OutboxRelay:
     def __init__(self, store: Store, make_producer: ProducerFactory, poll_ms: int = 5,
-                 metrics: Metrics | None = None, lease_s: float = LEASE_SECONDS) -> None:
+                 lease_s: float = LEASE_SECONDS) -> None:
         self.store, self.producer = store, RenewableProducer(make_producer)
         self.poll_s = poll_ms / 1000
-        self.metrics = metrics or Metrics()
         self.owner = holder_id(self)
         self.lease = Lease(store, LEASE, self.owner, lease_s)
         self.published = 0
@@ -58,7 +67,7 @@ class OutboxRelay:
             return 0
         producer, futures, refused = self.producer.get(), [], False
         for row in rows:
-            headers = [(k, v.encode("utf-8")) for k, v in row.headers]
+            headers = _published_headers(row.topic, row.headers)
             try:
                 futures.append(producer.send(row.topic, key=row.key.encode("utf-8"),
                                              value=row.value.encode("utf-8"), headers=headers))
@@ -76,7 +85,7 @@ class OutboxRelay:
             self.lease.lost()
             raise Deposed(f"{len(seqs)} rows published after the lease moved on; their new relay sends them again")
         self.published += acknowledged
-        self.metrics.inc("iop_outbox_published_total", by=acknowledged)
+        OUTBOX_PUBLISHED.inc(acknowledged)
         if acknowledged < len(rows):
             raise KafkaError(f"{len(rows) - acknowledged} outbox rows not acknowledged; will retry")
         return len(rows)

@@ -14,6 +14,7 @@ from functools import partial
 
 from kafka.errors import KafkaError
 
+from shared import metrics, tracing
 from shared.config import Settings
 from shared.events import kafka
 from shared.events.consumer import ConsumerRunner, Handler, RunnerConfig
@@ -74,10 +75,18 @@ def _run_jobs(jobs: list[tuple[float, Callable[[], None]]], stop: threading.Even
         stop.wait(0.5)
 
 
+def _serve_metrics(s: Settings) -> None:
+    try:
+        metrics.serve_worker_metrics(s.worker_metrics_port)
+    except OSError as exc:  # the port is taken: the worker's job matters more than its figures
+        log.warning("worker metrics not served", port=s.worker_metrics_port, error=type(exc).__name__)
+
+
 def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
     """Blocks until SIGTERM/SIGINT (or `stop`): finishes the record in hand, commits, leaves the group."""
     s = spec.settings
     configure(s.log_level, s.service)
+    tracing.configure(s.service)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,6 +103,7 @@ def run_worker(spec: WorkerSpec, stop: threading.Event | None = None) -> None:
                 for loop in spec.loops]
     for t in threads:
         t.start()
+    _serve_metrics(s)
     log.info("worker started", group=spec.group)
     if spec.handlers:
         consumer = _connect(lambda: kafka.consumer(s.kafka_bootstrap, spec.group, spec.topics), stop, "consumer")
