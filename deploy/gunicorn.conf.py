@@ -44,7 +44,7 @@ def _metrics_dir() -> Path:
     app = next((arg for arg in reversed(sys.argv) if arg.startswith("services.") and ".app:" in arg), "")
     service = app.split(".")[1] if app else "web"
     var = Path(os.environ.get("IOP_VAR_DIR") or Path(__file__).resolve().parent.parent / "var")
-    return var / "metrics" / f"{service}-web"
+    return var / "metrics" / (os.environ.get("IOP_REPLICA") or f"{service}-web")  # a replica's own directory
 
 
 # Every web process writes its metrics under one directory of the service, so that a scrape of any of them adds

@@ -25,7 +25,9 @@ pytest_plugins = ["pytester"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `postgresql` restart the run's PostgreSQL server: on a SQLite run they are deselected."""
+    """The deployment checks run last: on a fresh machine `make test` is still building their helm meanwhile.
+    Tests marked `postgresql` restart the run's PostgreSQL server: on a SQLite run they are deselected."""
+    items.sort(key=lambda item: item.path.is_relative_to(ROOT / "tests" / "deploy"))
     if test_engine() == "postgresql":
         return
     deselected = [item for item in items if item.get_closest_marker("postgresql")]
@@ -138,8 +140,3 @@ def no_unexpected_dead_letters(request: pytest.FixtureRequest) -> Iterator[None]
             problems += [str(f) for f in found]
     if problems:
         pytest.fail("events went wrong during the test:\n  " + "\n  ".join(problems), pytrace=False)
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The deployment checks run last: on a fresh machine `make test` is still building their helm meanwhile."""
-    items.sort(key=lambda item: item.path.is_relative_to(ROOT / "tests" / "deploy"))
