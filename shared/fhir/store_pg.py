@@ -15,8 +15,9 @@ Two transactions that lock the same resources in opposite orders deadlock; Postg
 after `deadlock_timeout`, and that one fails as StoreUnavailable (503, or a consumer's retry).
 
 Availability. The pool is created lazily in the process that uses it (a gunicorn worker after the fork: it
-checks os.getpid()), and the schema is migrated then. Connections are checked before use; connecting waits at
-most IOP_PG_TIMEOUT_S, so does waiting for a pooled connection, and a statement (lock waits included) at most
+checks os.getpid()), and the schema is migrated then. A pooled connection found dead when a read or a BEGIN
+uses it (it idled through a server restart) is dropped and the same step runs once more on another; connecting
+waits at most IOP_PG_TIMEOUT_S, so does waiting for a pooled connection, and a statement (lock waits included) at most
 IOP_PG_STATEMENT_TIMEOUT_MS. Any of these failing, or the server going away, raises StoreUnavailable; the pool
 reconnects by itself once the server is back.
 """
@@ -29,9 +30,9 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -55,6 +56,7 @@ OUTBOX_CHANNEL = "iop_outbox"  # NOTIFY channel of transactions that added outbo
 WORK_CHANNEL = "iop_work"  # ... and of those that queued work items
 CHANNELS = {"outbox": OUTBOX_CHANNEL, "work": WORK_CHANNEL}
 _NOW = "extract(epoch FROM clock_timestamp())::float8"  # leases expire by the database's clock
+T = TypeVar("T")
 
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
@@ -278,7 +280,7 @@ class PostgresStore:
                 self._local = threading.local()
                 pool = ConnectionPool(
                     self.dsn, min_size=1, max_size=max(1, self.pool_size), timeout=self.timeout_s,
-                    open=False, check=ConnectionPool.check_connection, name=f"iop-{pid}",
+                    open=False, name=f"iop-{pid}",
                     reconnect_timeout=max(60.0, self.timeout_s), num_workers=1,
                     kwargs={"autocommit": True, "row_factory": dict_row, "prepare_threshold": None,
                             "connect_timeout": max(1, int(self.timeout_s)),
@@ -322,26 +324,47 @@ class PostgresStore:
                 self._pool, self._pid = None, 0
         pool.close(timeout=0)
 
-    @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
-        """The connection of this thread's open transaction, else one from the pool for this call."""
+    def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """`work` on the connection of this thread's open transaction, else on a pooled one. A pooled connection
+        found dead (it idled through a server restart) is dropped and `work`, a read, runs once more on another."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
-            yield conn
-            return
-        with self._pooled() as conn:
-            yield conn
+            with _unavailable():
+                return work(conn)
+        for attempt in range(2):
+            with self._pooled() as conn:
+                try:
+                    return work(conn)
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                    if attempt or not conn.broken:
+                        raise StoreUnavailable(type(exc).__name__) from exc
+            self._drop_dead()
+        raise AssertionError("not reached")
+
+    def _drop_dead(self) -> None:
+        """After a server restart every idle connection is dead: test them all now, so the next one is alive."""
+        with suppress(psycopg.Error):
+            self._open_pool().check()
 
     def _query(self, sql: str, args: Any = ()) -> list[dict[str, Any]]:
-        with self._connection() as conn, _unavailable():
-            return conn.execute(pg_sql(sql), args).fetchall()
+        return self._run(lambda conn: conn.execute(pg_sql(sql), args).fetchall())
 
     @contextmanager
     def transaction(self) -> Iterator[PostgresTransaction]:
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("a store transaction is already open in this thread")
-        with self._pooled() as conn, _unavailable():
-            conn.execute("BEGIN")
+        with ExitStack() as pooled:
+            for attempt in range(2):
+                conn = pooled.enter_context(self._pooled())
+                try:
+                    conn.execute("BEGIN")
+                    break
+                except (psycopg.OperationalError, psycopg.InterfaceError) as exc:  # dead since its last use
+                    if attempt or not conn.broken:
+                        raise StoreUnavailable(type(exc).__name__) from exc
+                    pooled.close()
+                    self._drop_dead()
+            pooled.enter_context(_unavailable())
             self._local.conn = conn
             try:
                 try:
@@ -373,10 +396,13 @@ class PostgresStore:
             where.append("last_updated>=?")
             args.append(since)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        with self._connection() as conn, _unavailable():
+
+        def page(conn: psycopg.Connection) -> tuple[int, list[dict[str, Any]]]:
             total = conn.execute(pg_sql(f"SELECT count(*) AS n FROM history{clause}"), args).fetchone()["n"]
-            rows = conn.execute(pg_sql(f"SELECT * FROM history{clause} ORDER BY seq DESC LIMIT ? OFFSET ?"),
-                                [*args, count, offset]).fetchall()
+            return total, conn.execute(pg_sql(f"SELECT * FROM history{clause} ORDER BY seq DESC LIMIT ? OFFSET ?"),
+                                       [*args, count, offset]).fetchall()
+
+        total, rows = self._run(page)
         return Page(total, [_row_to_stored(r, r["method"]) for r in rows])
 
     def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int,
@@ -384,11 +410,14 @@ class PostgresStore:
         """As SQLiteStore.search: the same fragments on `r`, ANDed; `total` counts every match."""
         clause = " AND ".join(["r.type=?", "r.deleted=0", *(w for w, _ in where)])
         args: list[Any] = [rtype, *(a for _, wargs in where for a in wargs)]
-        with self._connection() as conn, _unavailable():
+
+        def page(conn: psycopg.Connection) -> tuple[int | None, list[dict[str, Any]]]:
             matched = conn.execute(pg_sql(f"SELECT count(*) AS n FROM resource r WHERE {clause}"),
                                    args).fetchone()["n"] if total else None
-            rows = conn.execute(pg_sql(f"SELECT r.* FROM resource r WHERE {clause} ORDER BY {order}"
-                                       " LIMIT ? OFFSET ?"), [*args, count, offset]).fetchall()
+            return matched, conn.execute(pg_sql(f"SELECT r.* FROM resource r WHERE {clause} ORDER BY {order}"
+                                                " LIMIT ? OFFSET ?"), [*args, count, offset]).fetchall()
+
+        matched, rows = self._run(page)
         return Page(matched, [_row_to_stored(r) for r in rows])
 
     def unsent_events(self, limit: int) -> list[OutboxEvent]:
