@@ -46,6 +46,8 @@ EVENTS_DUPLICATE = Counter("iop_events_duplicates", "Events skipped because the 
                            ["group", "event_type"])
 EVENTS_DEAD_LETTERED = Counter("iop_events_dead_lettered", "Records sent to <topic>.dlq, by failure kind",
                                ["group", "topic", "kind"])
+STORE_UNAVAILABLE = Counter("iop_store_unavailable", "Polls a consumer group gave up because the store was away; "
+                            "their records are fetched again", ["group"])
 OUTBOX_PUBLISHED = Counter("iop_outbox_published", "Outbox rows the relay published and the broker acknowledged")
 EHR_DELIVERIES = Counter("iop_ehr_deliveries", "Notifications to subscribed EHRs, by outcome", ["outcome"])
 EHR_SECONDS = Histogram("iop_ehr_delivery_duration_seconds", "Time of an EHR's answer to a notification",

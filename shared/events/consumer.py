@@ -331,7 +331,7 @@ class ConsumerRunner:
                 except StoreUnavailable as exc:
                     # The records of this poll are fetched again from their first offset once the store is back.
                     self.store_waits += 1
-                    self.metrics.inc("iop_store_unavailable_total", {"group": self.config.group})
+                    metrics.STORE_UNAVAILABLE.labels(self.config.group).inc()
                     store_backoff = min(max(store_backoff * 2, STORE_BACKOFF_S[0]), STORE_BACKOFF_S[1])
                     log.warning("store unavailable, retrying the same records", group=self.config.group,
                                 reason=exc.reason, backoff_s=store_backoff)
