@@ -23,6 +23,7 @@ from pathlib import Path
 
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.errors import KafkaError
 
 from bench.measure import wait_until
 from shared.config import ROOT
@@ -241,10 +242,10 @@ class Suite:
         """
         groups = {f"iop-{s}": s for s in CONSUMING}
         try:
-            wait_until(lambda: all(assigned_partitions(groups).values()), timeout, 0.5, "consumer groups assigned")
+            wait_until(lambda: all(assigned_or_none(groups).values()), timeout, 0.5, "consumer groups assigned")
             return
         except TimeoutError:
-            stuck = [s for g, s in groups.items() if not assigned_partitions([g])[g]]
+            stuck = [s for g, s in groups.items() if not assigned_or_none([g])[g]]
         print(f"  notice: {', '.join(stuck)} worker(s) joined their group without partitions; restarting them once",
               flush=True)
         env = self.env()
@@ -252,7 +253,7 @@ class Suite:
             worker = self.procs[f"{service}-worker"]
             worker.stop()
             worker.start(env)
-        wait_until(lambda: all(assigned_partitions(groups).values()), 60, 0.5, "consumer groups assigned")
+        wait_until(lambda: all(assigned_or_none(groups).values()), 60, 0.5, "consumer groups assigned")
 
     def stop(self, timeout: float = 20) -> None:
         """All at once: SIGTERM every process group, then wait, then SIGKILL what is left."""
@@ -276,6 +277,14 @@ def assigned_partitions(groups: list[str] | dict[str, str]) -> dict[str, int]:
     return {group: sum(len(tp["partitions"]) for m in info.get("members", [])
                        for tp in (m.get("member_assignment") or {}).get("assigned_partitions", []))
             for group, info in described.items()}
+
+
+def assigned_or_none(groups: list[str] | dict[str, str]) -> dict[str, int]:
+    """assigned_partitions, or none for every group while a fresh broker has no group coordinator yet."""
+    try:
+        return assigned_partitions(groups)
+    except KafkaError:
+        return dict.fromkeys(groups, 0)
 
 
 def group_lag(groups: tuple[str, ...] = tuple(f"iop-{s}" for s in CONSUMING)) -> int:

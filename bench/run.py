@@ -132,6 +132,7 @@ def run_profile(args: argparse.Namespace, plan: Plan, profile: str, wanted: list
             try:
                 pg.start()
             except Exception as exc:  # noqa: BLE001 - report it in the table
+                step(f"[{profile}] PostgreSQL did not start: {exc}")
                 return {section: {"error": f"PostgreSQL did not start: {exc}"} for section in wanted}
         if wanted:
             step(f"[{profile}] suite: " + ", ".join(f"{s} :{p} ({w}x{t})" for s, p in PORTS.items()
@@ -139,6 +140,7 @@ def run_profile(args: argparse.Namespace, plan: Plan, profile: str, wanted: list
             try:
                 suite.start()
             except Exception as exc:  # noqa: BLE001 - report it in the table, stop what did start
+                step(f"[{profile}] the suite did not start: {type(exc).__name__}: {exc}")
                 return {section: {"error": f"the suite did not start: {exc}"} for section in wanted}
         if "p3" in wanted:
             guarded(results, "p3", f"[{profile}] {plan.p3_revisions} CarePlan revisions to a subscribed EHR",
