@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "within that patient's compartment only")
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     tok.set_defaults(func=token)
-    sub.add_parser("status", help="services, broker, consumer lag, DLQ sizes, EHR subscriptions in error"
+    sub.add_parser("status", help="every replica, services, broker, consumer members and lag, DLQ sizes, EHR "
+                   "subscriptions in error"
                    ).set_defaults(func=status)
     return parser
 

@@ -71,6 +71,8 @@ class Settings:
     consumer_max_attempts: int = field(default_factory=lambda: env_int("IOP_CONSUMER_MAX_ATTEMPTS", 5))
     consumer_backoff_ms: int = field(default_factory=lambda: env_int("IOP_CONSUMER_BACKOFF_MS", 200))
     relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
+    relay_lease_s: float = field(default_factory=lambda: float(env_str("IOP_RELAY_LEASE_S", "5")))
+    work_claim_s: float = field(default_factory=lambda: float(env_str("IOP_WORK_CLAIM_S", "15")))
     event_validation: str = field(default_factory=lambda: env_str("IOP_EVENT_VALIDATION", "structure"))
     consumer_linger_ms: int = -1  # from IOP_<SERVICE>_LINGER_MS, defaults in CONSUMER_LINGER_MS
     schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 1))
@@ -107,6 +109,11 @@ class Settings:
     @property
     def port(self) -> int:
         return env_int(f"IOP_{self.service.upper()}_PORT", SERVICE_PORTS.get(self.service, 8080))
+
+    @property
+    def worker_metrics_port(self) -> int:
+        """Where the worker serves /metrics: IOP_<SERVICE>_WORKER_METRICS_PORT, else IOP_WORKER_METRICS_PORT; 0 none."""
+        return env_int(f"IOP_{self.service.upper()}_WORKER_METRICS_PORT", env_int("IOP_WORKER_METRICS_PORT", 0))
 
 
 def describe(service: str) -> str:

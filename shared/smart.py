@@ -11,6 +11,8 @@ Errors are RFC 6749 JSON that says what was wrong with the request, never which 
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import os
 import time
@@ -124,17 +126,13 @@ def key_algorithm(key: Any) -> str:
 
 
 def public_jwk(key: Any) -> dict[str, Any]:
+    """The public half of the suite's key as a JWK, its `kid` the RFC 7638 thumbprint."""
     alg = key_algorithm(key)
     jwk = json.loads(jwt.algorithms.get_default_algorithms()[alg].to_jwk(key.public_key()))
-    kid = jwt.PyJWK(jwk).key_id or _thumbprint(jwk)
-    return {**jwk, "kid": kid, "alg": alg, "use": "sig"}
+    return {**jwk, "kid": _thumbprint(jwk), "alg": alg, "use": "sig"}
 
 
 def _thumbprint(jwk: dict[str, Any]) -> str:
-    """An RFC 7638 JWK thumbprint, the key's id."""
-    import base64
-    import hashlib
-
     members = {k: jwk[k] for k in (("e", "kty", "n") if jwk["kty"] == "RSA" else ("crv", "kty", "x", "y"))}
     digest = hashlib.sha256(json.dumps(members, separators=(",", ":"), sort_keys=True).encode()).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()

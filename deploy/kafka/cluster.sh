@@ -107,7 +107,7 @@ start() {
   # Ready: each node's own JVM holds its port and answers, and it sees all three brokers unfenced.
   for n in "${nodes[@]}"; do
     if ! (cd "$root" && KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:$(port_of "$n") "$python" -m shared.events.admin wait \
-            --timeout 120 --brokers ${#nodes[@]} --pid "$(cat "$dir/n$n/broker.pid")") || ! running "$n"; then
+            --timeout 300 --brokers ${#nodes[@]} --pid "$(cat "$dir/n$n/broker.pid")") || ! running "$n"; then
       echo "kafka-cluster: node $n NOT ready; last lines of $dir/n$n/broker.log:" >&2
       tail -n 30 "$dir/n$n/broker.log" >&2
       for s in "${starting[@]}"; do kill -KILL "$(cat "$dir/n$s/broker.pid")" 2>/dev/null || true; done

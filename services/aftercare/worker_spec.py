@@ -25,7 +25,8 @@ def worker_spec(settings: Settings) -> WorkerSpec:
     registry, handlers = build(settings)
     policy = RetryPolicy(settings.delivery_backoff_base_s, settings.delivery_backoff_cap_s,
                          timedelta(hours=settings.delivery_give_up_hours))
-    dispatcher = Dispatcher(store, Repository(registry), Outbox(settings.base_url), settings.base_url, policy)
+    dispatcher = Dispatcher(store, Repository(registry), Outbox(settings.base_url), settings.base_url, policy,
+                            claim_s=settings.work_claim_s)
 
     def sweep() -> None:
         with store.transaction() as tx:

@@ -66,9 +66,3 @@ def handler_errors(store: Store) -> dict[tuple[str, str], int]:
         group, _, event_type = name.removeprefix(_COUNT).partition(":")
         counts[(group, event_type)] = int(value)
     return counts
-
-
-def handler_error_gauges(store: Store) -> dict[tuple[str, tuple], float]:
-    """The counts as `iop_handler_errors_total{group,event_type}`, for a web process's /metrics."""
-    return {("iop_handler_errors_total", (("event_type", t), ("group", g))): float(n)
-            for (g, t), n in handler_errors(store).items()}

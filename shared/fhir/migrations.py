@@ -88,9 +88,25 @@ CREATE INDEX IF NOT EXISTS work_by_queue ON work_item (queue, status, seq);
 CREATE INDEX IF NOT EXISTS work_due ON work_item (status, not_before);
 """
 
+# Replicas: leases with a fence number (one relay publishing, one worker per work queue); on PostgreSQL also
+# the writing transaction's id on each outbox row, so that the relay publishes no row while an older
+# transaction is still open (SCALEOUT §2.3: sequence order is not commit order there).
+SQLITE_V2 = """
+CREATE TABLE IF NOT EXISTS lease (
+  name TEXT PRIMARY KEY, holder TEXT NOT NULL, fence INTEGER NOT NULL, expires_at REAL NOT NULL);
+"""
+
+POSTGRESQL_V2 = """
+CREATE TABLE IF NOT EXISTS lease (
+  name TEXT COLLATE "C" PRIMARY KEY, holder TEXT COLLATE "C" NOT NULL, fence BIGINT NOT NULL,
+  expires_at DOUBLE PRECISION NOT NULL);
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "resources, history, search index, outbox, dedupe, idempotency, values, work queues",
               SQLITE_V1, POSTGRESQL_V1),
+    Migration(2, "leases of replicas; the writing transaction of each outbox row", SQLITE_V2, POSTGRESQL_V2),
 ]
 
 TRACKING = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -37,7 +38,6 @@ class StoreUnavailable(FhirError):
         super().__init__(503, [Issue(f"the store is unavailable ({reason}); the request was not applied, "
                                      "try again", code="transient")], {"Retry-After": str(retry_after_s)})
         self.reason = reason
-
 
 
 @dataclass(frozen=True)
@@ -114,6 +114,8 @@ class Transaction(Protocol):
     def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]: ...
     def enqueue(self, queue: str, body: dict, status: str = "queued") -> int: ...
     def update_work(self, seq: int, status: str, attempts: int, not_before: str, number: int | None = None) -> None: ...
+    def compare_and_set(self, name: str, expected: str | None, value: str) -> bool: ...
+    def holds_lease(self, name: str, holder: str, fence: int) -> bool: ...
 
 
 class Store(Protocol):
@@ -132,6 +134,12 @@ class Store(Protocol):
     def queues_due(self, status: str, now: str) -> list[str]: ...
     def data_version(self) -> int: ...
     def ping(self) -> None: ...
+    def claim_lease(self, name: str, holder: str, ttl_s: float) -> int | None: ...
+    def renew_lease(self, name: str, holder: str, fence: int, ttl_s: float) -> bool: ...
+    def release_lease(self, name: str, holder: str, fence: int) -> None: ...
+    def lease(self, name: str) -> tuple[str, int, float] | None: ...
+    def mark_sent_fenced(self, seqs: list[int], lease_name: str, holder: str, fence: int) -> bool: ...
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> Any: ...
 
 
 def _row_to_stored(row: sqlite3.Row, method: str = "PUT") -> Stored:
@@ -258,6 +266,22 @@ class SQLiteTransaction:
         self.conn.execute("UPDATE work_item SET status=?, attempts=?, not_before=?, number=coalesce(?, number),"
                           " updated_at=? WHERE seq=?", (status, attempts, not_before, number, now_instant(), seq))
 
+    def compare_and_set(self, name: str, expected: str | None, value: str) -> bool:
+        """Set kv `name` to `value` only if it still holds `expected` (None: absent); False when it did not."""
+        if expected is None:
+            cur = self.conn.execute("INSERT INTO kv (name, value, updated_at) VALUES (?,?,?) ON CONFLICT (name)"
+                                    " DO NOTHING", (name, value, now_instant()))
+        else:
+            cur = self.conn.execute("UPDATE kv SET value=?, updated_at=? WHERE name=? AND value=?",
+                                    (value, now_instant(), name, expected))
+        return cur.rowcount == 1
+
+    def holds_lease(self, name: str, holder: str, fence: int) -> bool:
+        """Whether `holder` still holds lease `name` with this fence: nobody has taken it over since."""
+        row = self.conn.execute("SELECT 1 FROM lease WHERE name=? AND holder=? AND fence=?",
+                                (name, holder, fence)).fetchone()
+        return row is not None
+
 
 class SQLiteStore:
     """One SQLite file per service, WAL mode, one connection per thread.
@@ -380,11 +404,85 @@ class SQLiteStore:
     def ping(self) -> None:
         self._conn().execute("SELECT 1").fetchone()
 
+    # -- replicas: leases, fenced marks, the commit watch ---------------------------------------
+    def claim_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Take lease `name` for `ttl_s` seconds if it is free or expired; its fence number, or None when another
+        holder has it. A holder asking again while it still holds it keeps its fence, with a new expiry."""
+        now = time.time()
+        row = self._conn().execute("SELECT holder, fence, expires_at FROM lease WHERE name=?", (name,)).fetchone()
+        if row is not None and row["expires_at"] > now and row["holder"] != holder:
+            return None  # the common case of a standby: no write
+        with self.transaction() as tx:
+            row = tx.conn.execute("SELECT holder, fence, expires_at FROM lease WHERE name=?", (name,)).fetchone()
+            if row is None:
+                tx.conn.execute("INSERT INTO lease (name, holder, fence, expires_at) VALUES (?,?,1,?)",
+                                (name, holder, now + ttl_s))
+                return 1
+            if row["expires_at"] > now:
+                if row["holder"] != holder:
+                    return None
+                tx.conn.execute("UPDATE lease SET expires_at=? WHERE name=?", (now + ttl_s, name))
+                return row["fence"]
+            tx.conn.execute("UPDATE lease SET holder=?, fence=?, expires_at=? WHERE name=?",
+                            (holder, row["fence"] + 1, now + ttl_s, name))
+            return row["fence"] + 1
+
+    def renew_lease(self, name: str, holder: str, fence: int, ttl_s: float) -> bool:
+        """Extend a lease still held with this fence; False when it was taken over (the holder must stop)."""
+        with self.transaction() as tx:
+            cur = tx.conn.execute("UPDATE lease SET expires_at=? WHERE name=? AND holder=? AND fence=?",
+                                  (time.time() + ttl_s, name, holder, fence))
+            return cur.rowcount == 1
+
+    def release_lease(self, name: str, holder: str, fence: int) -> None:
+        """Give a lease up at once (a clean stop), so another replica need not wait for it to expire."""
+        with self.transaction() as tx:
+            tx.conn.execute("UPDATE lease SET expires_at=0 WHERE name=? AND holder=? AND fence=?",
+                            (name, holder, fence))
+
+    def lease(self, name: str) -> tuple[str, int, float] | None:
+        """(holder, fence, expires_at as Unix time) of a lease, for status and tests."""
+        row = self._conn().execute("SELECT holder, fence, expires_at FROM lease WHERE name=?", (name,)).fetchone()
+        return (row["holder"], row["fence"], row["expires_at"]) if row else None
+
+    def mark_sent_fenced(self, seqs: list[int], lease_name: str, holder: str, fence: int) -> bool:
+        """mark_sent, only while `holder` holds the lease with this fence; False (nothing marked) once deposed."""
+        with self.transaction() as tx:
+            if not tx.holds_lease(lease_name, holder, fence):
+                return False
+            tx.conn.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now_instant(), s) for s in seqs])
+        return True
+
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> SQLiteCommitWatch:
+        """A doorbell that rings when another connection commits (for the calling thread only); on SQLite any
+        commit rings it, whatever it added (`what`: "outbox" rows or "work" items)."""
+        return SQLiteCommitWatch(self, poll_s)
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class SQLiteCommitWatch:
+    """Notices commits of other connections by SQLite's `data_version`, which changes on each of them."""
+
+    def __init__(self, store: SQLiteStore, poll_s: float) -> None:
+        self.store, self.poll_s = store, poll_s
+        self._seen: int | None = None
+
+    def wait(self, stop: threading.Event, timeout_s: float) -> bool:
+        """Wait up to timeout_s (or until `stop`) for a commit since the last call; True when one happened."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            version = self.store.data_version()
+            if version != self._seen:
+                first, self._seen = self._seen is None, version
+                if not first:
+                    return True
+            if time.monotonic() >= deadline or stop.wait(self.poll_s):
+                return False
 
 
 def is_postgresql(target: str | Path) -> bool:

@@ -28,13 +28,14 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.config import env_int, redact_url
 from shared.fhir.migrations import migrate_postgresql
@@ -49,6 +50,11 @@ from shared.fhir.store import (
     _row_to_stored,
 )
 from shared.fhir.util import now_instant
+
+OUTBOX_CHANNEL = "iop_outbox"  # NOTIFY channel of transactions that added outbox rows
+WORK_CHANNEL = "iop_work"  # ... and of those that queued work items
+CHANNELS = {"outbox": OUTBOX_CHANNEL, "work": WORK_CHANNEL}
+_NOW = "extract(epoch FROM clock_timestamp())::float8"  # leases expire by the database's clock
 
 _LITERAL = re.compile(r"('(?:[^']|'')*')")
 
@@ -163,6 +169,10 @@ class PostgresTransaction:
     def add_event(self, event: OutboxEvent) -> None:
         self.execute("INSERT INTO outbox (topic, key, headers, value, created_at) VALUES (?,?,?,?,?)",
                      (event.topic, event.key, json.dumps(event.headers), event.value, now_instant()))
+        # Rings the relay's doorbell (PgCommitWatch) when, and only if, this transaction commits; PostgreSQL
+        # folds the identical notifications of one transaction into one. (Sent for each row, not once: a
+        # savepoint rolled back takes its notification with it.)
+        self.execute(f"SELECT pg_notify('{OUTBOX_CHANNEL}', '')")
 
     def mark_applied(self, consumer: str, ce_id: str) -> bool:
         """Record that `consumer` applied event `ce_id`; False when it already had. A concurrent transaction
@@ -208,11 +218,31 @@ class PostgresTransaction:
         row = self.execute("INSERT INTO work_item (queue, status, attempts, not_before, body, created_at,"
                            " updated_at) VALUES (?,?,0,?,?,?,?) RETURNING seq",
                            (queue, status, now, json.dumps(body), now, now)).fetchone()
+        self.execute(f"SELECT pg_notify('{WORK_CHANNEL}', '')")  # the delivery workers' doorbell, on commit
         return row["seq"]
 
     def update_work(self, seq: int, status: str, attempts: int, not_before: str, number: int | None = None) -> None:
         self.execute("UPDATE work_item SET status=?, attempts=?, not_before=?, number=coalesce(?::integer, number),"
                      " updated_at=? WHERE seq=?", (status, attempts, not_before, number, now_instant(), seq))
+
+    # -- replicas (migration 2) -------------------------------------------------------------
+    def compare_and_set(self, name: str, expected: str | None, value: str) -> bool:
+        """Set kv `name` to `value` only if it still holds `expected` (None: absent); False when it did not. A
+        concurrent setter of the same name waits for this transaction, then finds the value changed."""
+        if expected is None:
+            cur = self.execute("INSERT INTO kv (name, value, updated_at) VALUES (?,?,?) ON CONFLICT (name) DO NOTHING",
+                               (name, value, now_instant()))
+        else:
+            cur = self.execute("UPDATE kv SET value=?, updated_at=? WHERE name=? AND value=?",
+                               (value, now_instant(), name, expected))
+        return cur.rowcount == 1
+
+    def holds_lease(self, name: str, holder: str, fence: int) -> bool:
+        """Whether `holder` still holds lease `name` with this fence; the row stays locked (FOR SHARE) until the
+        transaction ends, so nobody takes the lease over while this transaction writes on its behalf."""
+        row = self.execute("SELECT 1 FROM lease WHERE name=? AND holder=? AND fence=? FOR SHARE",
+                           (name, holder, fence)).fetchone()
+        return row is not None
 
 
 class PostgresStore:
@@ -266,13 +296,40 @@ class PostgresStore:
             return self._pool
 
     @contextmanager
+    def _pooled(self) -> Iterator[psycopg.Connection]:
+        """A connection from this process's pool, checked, for the time of the block."""
+        with _unavailable():
+            pool = self._open_pool()
+            try:
+                conn = pool.getconn()
+            except PoolTimeout:
+                self._renew_if_failing(pool)
+                raise
+        try:
+            yield conn
+        finally:
+            with _unavailable():
+                pool.putconn(conn)
+
+    def _renew_if_failing(self, pool: ConnectionPool) -> None:
+        """After a wait in vain while connection attempts fail, start over with a new pool: psycopg_pool's own
+        reconnection backs off exponentially, so after a long outage it would come back tens of seconds late.
+        A pool that timed out only because every connection is busy is kept."""
+        if pool.get_stats().get("connections_errors", 0) == 0:
+            return
+        with self._lock:
+            if self._pool is pool:
+                self._pool, self._pid = None, 0
+        pool.close(timeout=0)
+
+    @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection]:
         """The connection of this thread's open transaction, else one from the pool for this call."""
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             yield conn
             return
-        with _unavailable(), self._open_pool().connection() as conn:
+        with self._pooled() as conn:
             yield conn
 
     def _query(self, sql: str, args: Any = ()) -> list[dict[str, Any]]:
@@ -283,7 +340,7 @@ class PostgresStore:
     def transaction(self) -> Iterator[PostgresTransaction]:
         if getattr(self._local, "conn", None) is not None:
             raise RuntimeError("a store transaction is already open in this thread")
-        with _unavailable(), self._open_pool().connection() as conn:
+        with self._pooled() as conn, _unavailable():
             conn.execute("BEGIN")
             self._local.conn = conn
             try:
@@ -335,7 +392,10 @@ class PostgresStore:
         return Page(matched, [_row_to_stored(r) for r in rows])
 
     def unsent_events(self, limit: int) -> list[OutboxEvent]:
-        rows = self._query("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?", (limit,))
+        # The xmin fence (SCALEOUT §2.3): no row of a transaction at or after the oldest one still open, so a
+        # later commit is never published before an earlier-numbered row that commits after it, nor skipped.
+        rows = self._query("SELECT * FROM outbox WHERE sent_at IS NULL"
+                           " AND xid < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY seq LIMIT ?", (limit,))
         return [OutboxEvent(r["topic"], r["key"], [tuple(h) for h in json.loads(r["headers"])], r["value"],
                             r["seq"]) for r in rows]
 
@@ -385,8 +445,90 @@ class PostgresStore:
     def ping(self) -> None:
         self._query("SELECT 1 AS ok")
 
+    # -- replicas: leases on the database clock, fenced marks, LISTEN/NOTIFY ------------------
+    def claim_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """As SQLiteStore.claim_lease, in one statement on the database's clock (replicas on several hosts)."""
+        with self.transaction() as tx:
+            row = tx.execute(
+                "INSERT INTO lease AS l (name, holder, fence, expires_at) VALUES (?, ?, 1, " + _NOW + " + ?)"
+                " ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, expires_at=excluded.expires_at,"
+                " fence=CASE WHEN l.holder=excluded.holder AND l.expires_at > " + _NOW + " THEN l.fence"
+                " ELSE l.fence + 1 END"
+                " WHERE l.holder=excluded.holder OR l.expires_at <= " + _NOW + " RETURNING fence",
+                (name, holder, float(ttl_s))).fetchone()
+        return row["fence"] if row else None
+
+    def renew_lease(self, name: str, holder: str, fence: int, ttl_s: float) -> bool:
+        with self.transaction() as tx:
+            cur = tx.execute("UPDATE lease SET expires_at=" + _NOW + " + ? WHERE name=? AND holder=? AND fence=?",
+                             (float(ttl_s), name, holder, fence))
+            return cur.rowcount == 1
+
+    def release_lease(self, name: str, holder: str, fence: int) -> None:
+        with self.transaction() as tx:
+            tx.execute("UPDATE lease SET expires_at=0 WHERE name=? AND holder=? AND fence=?", (name, holder, fence))
+
+    def lease(self, name: str) -> tuple[str, int, float] | None:
+        rows = self._query("SELECT holder, fence, expires_at FROM lease WHERE name=?", (name,))
+        return (rows[0]["holder"], rows[0]["fence"], rows[0]["expires_at"]) if rows else None
+
+    def mark_sent_fenced(self, seqs: list[int], lease_name: str, holder: str, fence: int) -> bool:
+        with self.transaction() as tx:
+            if not tx.holds_lease(lease_name, holder, fence):
+                return False
+            tx.execute("UPDATE outbox SET sent_at=? WHERE seq = ANY(?)", (now_instant(), list(seqs)))
+        return True
+
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> PgCommitWatch:
+        """A doorbell: LISTEN on a connection of its own (not pooled, never through a transaction pooler), rung
+        by the NOTIFY of each transaction that adds outbox rows (`what` "outbox", the relay's) or work items
+        ("work", the delivery workers')."""
+        return PgCommitWatch(self.dsn, self.timeout_s, CHANNELS[what])
+
     def close(self) -> None:
         with self._lock:
             if self._pool is not None and self._pid == os.getpid():
                 self._pool.close(timeout=1)
             self._pool, self._pid = None, 0
+
+
+class PgCommitWatch:
+    """LISTEN on a direct connection (iop_outbox, or iop_work); `wait` returns True at the first notification (a
+    commit that added such rows), False when the time is up. A lost connection counts as a ring: the caller
+    re-scans."""
+
+    def __init__(self, dsn: str, timeout_s: float, channel: str = OUTBOX_CHANNEL) -> None:
+        self.dsn, self.timeout_s, self.channel = dsn, timeout_s, channel
+        self._conn: psycopg.Connection | None = None
+
+    def _listening(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=max(1, int(self.timeout_s)),
+                                         application_name="iop-suite relay")
+            self._conn.execute(f"LISTEN {self.channel}")
+        return self._conn
+
+    def wait(self, stop: threading.Event, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        try:
+            conn = self._listening()
+            while True:
+                slice_s = min(max(deadline - time.monotonic(), 0.0), 0.25)  # stays responsive to `stop`
+                rang = any(True for _ in conn.notifies(timeout=slice_s, stop_after=1))
+                if rang:
+                    while any(True for _ in conn.notifies(timeout=0, stop_after=1)):
+                        pass  # several commits since: one scan covers them
+                    return True
+                if stop.is_set() or time.monotonic() >= deadline:
+                    return False
+        except psycopg.Error:
+            self.close()
+            stop.wait(min(timeout_s, 1.0))
+            return True
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None

@@ -154,3 +154,20 @@ def test_the_capability_statement_names_the_token_endpoint(intake: Fhir) -> None
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
     uris = next(e for e in security["extension"] if e["url"].endswith("/oauth-uris"))
     assert {"url": "token", "valueUri": token_url(intake)} in uris["extension"]
+
+
+def test_a_patient_bound_client_gets_a_token_confined_to_its_patient(open_service: Callable[..., Fhir],
+                                                                     tmp_path: Path) -> None:
+    app_client = BackendClient("patient-app", "ES384", "patient/*.rs", patient="Patient/pat-1")
+    clients = write_clients(tmp_path / "patient-clients.json", [app_client])
+    intake = open_service("intake", smart_clients=str(clients), var_dir=tmp_path,
+                          database=str(tmp_path / "intake-patients.db"))
+    for rid in ("pat-1", "pat-2"):
+        assert intake.put(f"/fhir/Patient/{rid}", {"resourceType": "Patient", "id": rid}).status_code == 201
+    resp = ask(intake, app_client.form(app_client.assertion(token_url(intake)),
+                                       "patient/Patient.rs system/Patient.rs"))
+    body = resp.get_json()
+    assert resp.status_code == 200 and body["scope"] == "patient/Patient.rs" and body["patient"] == "pat-1"
+    auth = {"Authorization": f"Bearer {body['access_token']}"}
+    assert [e["resource"]["id"] for e in intake.get("/fhir/Patient", headers=auth).get_json()["entry"]] == ["pat-1"]
+    assert intake.get("/fhir/Patient/pat-2", headers=auth).status_code == 404

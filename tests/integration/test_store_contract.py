@@ -7,16 +7,20 @@ gets an empty store; the concurrency tests open the same store from several thre
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from shared.fhir.compartment import stream
 from shared.fhir.interactions import FhirApi
+from shared.fhir.migrations import MIGRATIONS, Migration, migrate_postgresql, migrate_sqlite
 from shared.fhir.outcome import FhirError
 from shared.fhir.registry import Registry, ResourceDef
 from shared.fhir.search import (
@@ -629,3 +633,37 @@ def test_a_bare_id_reference_matches_any_type_with_that_exact_id(store: Store) -
     assert found("ab1") == ["p2"]
     assert found("b1") == []
     assert found("Ab1,ab1") == ["p1", "p2"]
+
+
+# -- schema migrations ---------------------------------------------------------------------------
+
+NEXT_TABLE = "CREATE TABLE next_release (n INTEGER PRIMARY KEY)"
+NEXT = Migration(MIGRATIONS[-1].version + 1, "a table of the next release", NEXT_TABLE, NEXT_TABLE)
+
+
+def migrate_with(adapter: Adapter, locator: str, migrations: list[Migration]) -> list[int]:
+    """Run the adapter's migrator on a connection of its own, as a replica starting up does."""
+    if adapter.name == "sqlite":
+        conn = sqlite3.connect(locator, timeout=30, isolation_level=None)
+        try:
+            return migrate_sqlite(conn, migrations)
+        finally:
+            conn.close()
+    with psycopg.connect(locator, autocommit=True, row_factory=dict_row) as conn:
+        return migrate_postgresql(conn, migrations)
+
+
+def test_migrations_apply_once_in_order_even_when_two_replicas_start_at_once(store: Store, adapter: Adapter,
+                                                                            locator: str) -> None:
+    store.ping()  # the store migrated itself when opened
+    assert migrate_with(adapter, locator, MIGRATIONS) == []  # nothing left to apply: idempotent
+
+    results = run_together(*(lambda: migrate_with(adapter, locator, [*MIGRATIONS, NEXT]) for _ in range(3)))
+
+    assert sorted(results, key=len) == [[], [], [NEXT.version]], results
+    assert migrate_with(adapter, locator, [*MIGRATIONS, NEXT]) == []
+    reopened = adapter.open(locator)  # a store of the older release still opens the database
+    assert write(reopened, "p1", plan()).version == 1
+    getattr(reopened, "close", lambda: None)()
+    with pytest.raises(ValueError):
+        migrate_with(adapter, locator, [NEXT, *MIGRATIONS])  # out of order: refused before anything runs

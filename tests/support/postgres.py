@@ -6,6 +6,7 @@ IOP_TEST_STORE=postgresql runs the store-touching tests on it rather than on SQL
 """
 from __future__ import annotations
 
+import atexit
 import itertools
 import os
 import shutil
@@ -16,10 +17,13 @@ from pathlib import Path
 import psycopg
 
 from shared.config import ROOT
+from shared.fhir.store import Store, open_store
 from tests.support.ports import port
 
 SCRIPT = ROOT / "deploy" / "postgres" / "postgres.sh"
 ENGINES = ("sqlite", "postgresql")
+TEMPLATE = "iop_template"
+_shared: PgServer | None = None
 
 
 def test_engine() -> str:
@@ -73,14 +77,53 @@ class PgServer:
     def _admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url("postgres"), autocommit=True, connect_timeout=10)
 
-    def create_database(self, prefix: str = "t") -> str:
-        """A new empty database; its URL."""
+    def create_database(self, prefix: str = "t", migrated: bool = True) -> str:
+        """A new database, its schema already migrated unless asked for an empty one; its URL."""
         name = f"{prefix}_{os.getpid()}_{next(self._names)}"
+        template = ""
+        if migrated:
+            self._template()
+            template = f' TEMPLATE "{TEMPLATE}"'
         with self._admin() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{template}')
         return self.url(name)
+
+    def _template(self) -> None:
+        """A database migrated once, copied by create_database (quicker than migrating each new one)."""
+        if getattr(self, "_templated", False):
+            return
+        from shared.fhir.store_pg import PostgresStore
+
+        with self._admin() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname=%s", (TEMPLATE,)).fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+        store = PostgresStore(self.url(TEMPLATE))
+        store.ping()  # opens the pool, which migrates
+        store.close()
+        self._templated = True
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         with self._admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def shared_server() -> PgServer:
+    """This test process's throwaway server, started at the first call and removed at exit."""
+    global _shared
+    if _shared is None:
+        _shared = PgServer().start()
+        atexit.register(_shared.close)
+    return _shared
+
+
+def store_locator(sqlite_path: Path | str) -> str:
+    """Where a test's fresh store lives on this run's engine: `sqlite_path`, or a new PostgreSQL database."""
+    if test_engine() == "postgresql":
+        return shared_server().create_database(Path(sqlite_path).stem.replace("-", "_"))
+    return str(sqlite_path)
+
+
+def service_store(env: dict[str, str], service: str) -> Store:
+    """The store a running service's processes use, from their environment: its IOP_<SERVICE>_DB, else its file."""
+    return open_store(env.get(f"IOP_{service.upper()}_DB") or str(Path(env["IOP_VAR_DIR"]) / f"{service}.db"))

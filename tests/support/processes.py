@@ -20,6 +20,13 @@ TEST_PORTS = {"intake": test_port(18081), "careplan": test_port(18082), "encount
               "aftercare": test_port(18084)}
 
 
+WORKER_METRICS_PORTS = {name: test_port(18411 + i) for i, name in enumerate(TEST_PORTS)}
+
+
+def worker_metrics_env() -> dict[str, str]:
+    return {f"IOP_{name.upper()}_WORKER_METRICS_PORT": str(p) for name, p in WORKER_METRICS_PORTS.items()}
+
+
 def service_env(var_dir: Path, bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "IOP_VAR_DIR": str(var_dir), "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
            "IOP_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",

@@ -46,3 +46,26 @@ def test_a_malformed_client_registration_stops_the_service(tmp_path, entry: dict
     path.write_text(json.dumps({"clients": [entry]}))
     with pytest.raises(ValueError):
         load_clients(path)
+
+
+def test_the_suites_signing_key_is_made_once_or_read_from_its_pem(tmp_path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from shared.config import Settings
+    from shared.smart import key_algorithm, public_jwk, signing_key, signing_key_path
+
+    made = Settings("intake", var_dir=tmp_path)
+    first = signing_key(made)
+    assert key_algorithm(first) == "RS384" and signing_key_path(made).stat().st_mode & 0o077 == 0
+    assert public_jwk(signing_key(made)) == public_jwk(first)  # the same key, not a new one
+    for curve, expected in ((ec.SECP384R1(), "ES384"), (ec.SECP256R1(), None)):
+        pem = tmp_path / f"{curve.name}.pem"
+        pem.write_bytes(ec.generate_private_key(curve).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        key = signing_key(Settings("intake", var_dir=tmp_path, smart_signing_key=str(pem)))
+        if expected:
+            assert key_algorithm(key) == expected and "d" not in public_jwk(key)
+        else:
+            with pytest.raises(ValueError):
+                key_algorithm(key)
