@@ -101,8 +101,8 @@ def comparison(profiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The pipeline's figures on each store profile, and the ratio of the second profile's to the first's.
 
     Latencies in ms (None where a percentile fell among plans not seen within the drain window),
-    rates in intakes/s. The common rate is the highest P2 step every profile passed: the latencies
-    measured there compare the engines at the same load.
+    rates in intakes/s. The common rate is the highest P2 step every profile passed (or else the lowest
+    step every profile ran): the latencies measured there compare the engines at the same offered load.
     """
     names = list(profiles)
     p1 = {n: profiles[n].get("p1") if ok(profiles[n].get("p1")) else None for n in names}
@@ -110,7 +110,12 @@ def comparison(profiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     p3 = {n: profiles[n].get("p3") if ok(profiles[n].get("p3")) else None for n in names}
     p4 = {n: profiles[n].get("p4") if ok(profiles[n].get("p4")) else None for n in names}
     passed = [{s["rate_per_s"] for s in (p2[n] or {}).get("steps", []) if s["passed"]} for n in names]
-    common = max(set.intersection(*passed), default=None) if passed and all(p2.values()) else None
+    ran = [{s["rate_per_s"] for s in (p2[n] or {}).get("steps", [])} for n in names]
+    common, sustained = None, "both sustain"
+    if names and all(p2.values()):
+        common = max(set.intersection(*passed), default=None)
+        if common is None:  # a step both ran, though not both passed it: still the same offered load
+            common, sustained = min(set.intersection(*ran), default=None), "not sustained by both"
 
     def at_common(n: str) -> dict | None:
         return next((s["propagation_ms"] for s in p2[n]["steps"] if s["rate_per_s"] == common), None)
@@ -122,7 +127,7 @@ def comparison(profiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
          {n: p2[n].get("highest_rate_within_p1_targets") if p2[n] else None for n in names}),
     ]
     for key in ("p50", "p99") if common else ():
-        rows.append((f"P1 200 -> careplan.created {key}, {common}/s (both sustain)", "ms",
+        rows.append((f"P1 200 -> careplan.created {key}, {common}/s ({sustained})", "ms",
                      {n: _ms(at_common(n), key) for n in names}))
     for key in ("p50", "p99"):
         rows.append((f"P1 200 -> careplan.created {key}, {rate}/s (P1's rate)", "ms",

@@ -111,3 +111,11 @@ def test_the_profile_option_defaults_to_both_in_turn() -> None:
     assert parse_args(["--profile", "postgresql"]).profiles == ("postgresql",)
     with pytest.raises(SystemExit):
         parse_args(["--profile", "oracle"])
+
+
+def test_when_no_rate_passes_on_both_the_latencies_are_compared_at_the_lowest_rate_both_ran() -> None:
+    slow = {name: {**sections, "p2": {**sections["p2"], "steps": [step(10, False, 900.0, 4000.0)],
+                                      "highest_passing_rate": 0}} for name, sections in PROFILES.items()}
+    rows = {row["figure"]: row for row in report.comparison(slow)}
+    p50 = rows["P1 200 -> careplan.created p50, 10/s (not sustained by both)"]
+    assert (p50["sqlite"], p50["postgresql"], p50["ratio"]) == (900.0, 900.0, 1.0)
