@@ -122,7 +122,7 @@ def run_profile(args: argparse.Namespace, plan: Plan, profile: str, wanted: list
     results: dict[str, Any] = {}
     broker, suite, pg = Broker(), Suite(args.web_config, profile), PgServer()
     try:
-        step(f"[{profile}] broker on {BOOTSTRAP} (var/bench/kafka)")
+        step(f"[{profile}] broker on {BOOTSTRAP} (var/bench/kafka); load average {os.getloadavg()[0]:.1f}")
         broker.start()
         if hop:
             guarded(into, "hop", f"{plan.hop_samples} managed and raw hops, then {plan.bulk_events} events "
