@@ -3,6 +3,10 @@
 Broker 127.0.0.1:29092 (controller 29093), services 28081..28084, data and logs under var/bench/.
 Every process started here is recorded in var/bench/run/*.pid, stopped by its id at the end, and
 stopped by its id at the next start if a killed run left it behind.
+
+Two store profiles: `sqlite` (a SQLite file per service under var/bench, as `make run`) and `postgresql`
+(a throwaway PostgreSQL server on 127.0.0.1:25432, cluster under var/bench/postgres, started and stopped
+by deploy/postgres/postgres.sh, one database per service, durable as a production server is).
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.errors import KafkaError
 
 from bench.measure import wait_until
 from shared.config import ROOT
@@ -35,6 +40,10 @@ CONSUMING = ("careplan", "encounters", "aftercare")  # intake's worker only rela
 BOOTSTRAP = f"127.0.0.1:{BROKER_PORT}"
 SECRET = secrets.token_urlsafe(32)  # this run's HS256 secret, given to its services as IOP_AUTH_HS256_SECRET
 PARTNER = "bench-referrals"
+PROFILES = ("sqlite", "postgresql")
+PG_PORT = 25432
+PG_DIR = VAR / "postgres"
+PG_SH = ROOT / "deploy" / "postgres" / "postgres.sh"
 
 
 def bearer(scopes: str = "system/*.cruds", partner: str | None = None) -> dict[str, str]:
@@ -94,6 +103,46 @@ class Broker:
         if not mine.exists() and (shared / ".resolved").exists():
             mine.parent.mkdir(parents=True, exist_ok=True)
             mine.symlink_to(shared, target_is_directory=True)
+
+
+class PgServer:
+    """deploy/postgres/postgres.sh with the bench's port and directory: a fresh cluster on every start."""
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "IOP_PG_DIR": str(PG_DIR), "IOP_PG_PORT": str(PG_PORT)}
+
+    def _script(self, *args: str) -> None:
+        done = subprocess.run([str(PG_SH), *args], env=self.env(), cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0:
+            raise RuntimeError(f"postgres.sh {' '.join(args)} failed: {(done.stderr or done.stdout).strip()[-400:]}")
+
+    def start(self) -> None:
+        self.stop()
+        shutil.rmtree(PG_DIR, ignore_errors=True)
+        VAR.mkdir(parents=True, exist_ok=True)
+        self._script("install")  # nothing to do when the PostgreSQL binaries are on the machine
+        self._script("start")
+
+    def stop(self) -> None:
+        if (PG_DIR / "data" / "PG_VERSION").exists():
+            self._script("stop")
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's (its backends are its children): the first line of postmaster.pid."""
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            return int((PG_DIR / "data" / "postmaster.pid").read_text().split()[0])
+        return None
+
+
+def store_env(profile: str) -> dict[str, str]:
+    """The IOP_<SERVICE>_DB of a store profile: SQLite files (the services' default) or the bench's databases."""
+    if profile not in PROFILES:
+        raise ValueError(f"store profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    if profile == "sqlite":
+        return {f"IOP_{s.upper()}_DB": str(VAR / f"{s}.db") for s in PORTS}
+    return {f"IOP_{s.upper()}_DB": f"postgresql://iop@127.0.0.1:{PG_PORT}/iop_{s}" for s in PORTS}
 
 
 @dataclass
@@ -156,6 +205,8 @@ def stop_leftovers() -> None:
             if "services." in cmdline or "bench." in cmdline:
                 stop_group(pid, 10)
         pidfile.unlink(missing_ok=True)
+    with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+        PgServer().stop()
 
 
 @dataclass
@@ -163,12 +214,16 @@ class Suite:
     """The four services: gunicorn (workers x threads per service) and `python -m services.<name>.worker`."""
 
     web: dict[str, tuple[int, int]]
+    profile: str = "sqlite"
     procs: dict[str, Proc] = field(default_factory=dict)
+
+    def env(self) -> dict[str, str]:
+        return {**service_env(), **store_env(self.profile)}
 
     def start(self) -> None:
         for db in VAR.glob("*.db*"):
             db.unlink()
-        env = service_env()
+        env = self.env()
         for service, port in PORTS.items():
             workers, threads = self.web[service]
             self.procs[f"{service}-web"] = Proc(f"{service}-web", gunicorn_argv(service, port, workers, threads)
@@ -187,18 +242,18 @@ class Suite:
         """
         groups = {f"iop-{s}": s for s in CONSUMING}
         try:
-            wait_until(lambda: all(assigned_partitions(groups).values()), timeout, 0.5, "consumer groups assigned")
+            wait_until(lambda: all(assigned_or_none(groups).values()), timeout, 0.5, "consumer groups assigned")
             return
         except TimeoutError:
-            stuck = [s for g, s in groups.items() if not assigned_partitions([g])[g]]
+            stuck = [s for g, s in groups.items() if not assigned_or_none([g])[g]]
         print(f"  notice: {', '.join(stuck)} worker(s) joined their group without partitions; restarting them once",
               flush=True)
-        env = service_env()
+        env = self.env()
         for service in stuck:
             worker = self.procs[f"{service}-worker"]
             worker.stop()
             worker.start(env)
-        wait_until(lambda: all(assigned_partitions(groups).values()), 60, 0.5, "consumer groups assigned")
+        wait_until(lambda: all(assigned_or_none(groups).values()), 60, 0.5, "consumer groups assigned")
 
     def stop(self, timeout: float = 20) -> None:
         """All at once: SIGTERM every process group, then wait, then SIGKILL what is left."""
@@ -222,6 +277,14 @@ def assigned_partitions(groups: list[str] | dict[str, str]) -> dict[str, int]:
     return {group: sum(len(tp["partitions"]) for m in info.get("members", [])
                        for tp in (m.get("member_assignment") or {}).get("assigned_partitions", []))
             for group, info in described.items()}
+
+
+def assigned_or_none(groups: list[str] | dict[str, str]) -> dict[str, int]:
+    """assigned_partitions, or none for every group while a fresh broker has no group coordinator yet."""
+    try:
+        return assigned_partitions(groups)
+    except KafkaError:
+        return dict.fromkeys(groups, 0)
 
 
 def group_lag(groups: tuple[str, ...] = tuple(f"iop-{s}" for s in CONSUMING)) -> int:

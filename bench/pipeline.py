@@ -83,10 +83,13 @@ def p1(rate: int, seconds: float, drain_s: float = 30) -> dict[str, Any]:
                 "http_ms": summary_ms(s.latency_s for s in accepted), "raw_hop_ms": summary_ms(raw_s)}
 
 
-def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: Broker) -> dict[str, Any]:
+def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: Broker,
+       servers: dict[str, int] | None = None) -> dict[str, Any]:
+    """`servers`: other processes to sample with the suite's (a database server, by the pid of its tree)."""
     load = IntakeLoad(base_url("intake"), partner_bearer(), clients=48)
     pids = {name: proc.pid for name, proc in suite.procs.items()}
     pids["broker (JVM)"] = broker.pid or 0
+    pids |= servers or {}
     steps: list[dict[str, Any]] = []
     with TopicWatcher(BOOTSTRAP, (CAREPLAN,), types={CREATED}) as watcher:
         warm_up(load, watcher)

@@ -61,23 +61,108 @@ def fmt(summary: dict | None) -> str:
     return "  ".join(parts) + f" ms  (n={summary['n']}{unseen})"
 
 
+LABELS = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
+
+
 def table(results: dict[str, Any], info: dict[str, Any], marks: list[dict[str, Any]]) -> str:
     lines = [f"\niop-suite benchmarks: {info['cpus']} CPUs, Python {info['python']}, load average "
              f"{info['load_average_1m']} at the end, gunicorn per service "
              + ", ".join(f"{s} {shape}" for s, shape in info["web"].items())
              + (" (--quick)" if info["quick"] else "")]
-    for section, render in (("rest", _rest), ("breadth", _breadth), ("hop", _hop), ("p1", _p1), ("p3", _p3),
-                            ("p2", _p2), ("p4", _p4)):
+    lines += _sections(results, ("rest", "breadth", "hop"))
+    profiles = results.get("profiles", {})
+    for profile, sections in profiles.items():
+        if set(sections) & {"p1", "p2", "p3", "p4"}:
+            lines += ["", f"{LABELS.get(profile, profile)} store profile"]
+            lines += _sections(sections, ("p1", "p3", "p2", "p4"))
+    if marks:
+        lines += ["", f"  {'target':<30} {'limit':<12} {'profile':<11} {'measured':>10}  verdict"]
+        lines += [f"  {m['target']:<30} {m['limit']:<12} {LABELS.get(m.get('profile', ''), '-'):<11} "
+                  f"{_figure(m['figure']):>10}  {m['verdict']}" for m in marks]
+    if len(profiles) > 1:
+        lines += ["", *side_by_side(comparison(profiles))]
+    return "\n".join(lines)
+
+
+def _sections(results: dict[str, Any], order: tuple[str, ...]) -> list[str]:
+    lines: list[str] = []
+    renders = {"rest": _rest, "breadth": _breadth, "hop": _hop, "p1": _p1, "p3": _p3, "p2": _p2, "p4": _p4}
+    for section in order:
         if section in results:
             body = results[section]
             error = str((body or {}).get("error", "not run"))[-400:]
-            rows = render(body) if ok(body) else [(f"{section}: error", error)]
+            rows = renders[section](body) if ok(body) else [(f"{section}: error", error)]
             lines.append("")
             lines += [f"  {label:<50} {figure}" for label, figure in rows]
-    if marks:
-        lines += ["", f"  {'target':<30} {'limit':<12} {'measured':>10}  verdict"]
-        lines += [f"  {m['target']:<30} {m['limit']:<12} {_figure(m['figure']):>10}  {m['verdict']}" for m in marks]
-    return "\n".join(lines)
+    return lines
+
+
+def comparison(profiles: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pipeline's figures on each store profile, and the ratio of the second profile's to the first's.
+
+    Latencies in ms (None where a percentile fell among plans not seen within the drain window),
+    rates in intakes/s. The common rate is the highest P2 step every profile passed (or else the lowest
+    step every profile ran): the latencies measured there compare the engines at the same offered load.
+    """
+    names = list(profiles)
+    p1 = {n: profiles[n].get("p1") if ok(profiles[n].get("p1")) else None for n in names}
+    p2 = {n: profiles[n].get("p2") if ok(profiles[n].get("p2")) else None for n in names}
+    p3 = {n: profiles[n].get("p3") if ok(profiles[n].get("p3")) else None for n in names}
+    p4 = {n: profiles[n].get("p4") if ok(profiles[n].get("p4")) else None for n in names}
+    passed = [{s["rate_per_s"] for s in (p2[n] or {}).get("steps", []) if s["passed"]} for n in names]
+    ran = [{s["rate_per_s"] for s in (p2[n] or {}).get("steps", [])} for n in names]
+    common, sustained = None, "both sustain"
+    if names and all(p2.values()):
+        common = max(set.intersection(*passed), default=None)
+        if common is None:  # a step both ran, though not both passed it: still the same offered load
+            common, sustained = min(set.intersection(*ran), default=None), "not sustained by both"
+
+    def at_common(n: str) -> dict | None:
+        return next((s["propagation_ms"] for s in p2[n]["steps"] if s["rate_per_s"] == common), None)
+
+    rate = next((r["rate_per_s"] for r in p1.values() if r), None)
+    rows: list[tuple[str, str, dict[str, Any]]] = [
+        ("P2 sustained rate", "intakes/s", {n: p2[n]["highest_passing_rate"] if p2[n] else None for n in names}),
+        ("P2 sustained rate within P1's targets", "intakes/s",
+         {n: p2[n].get("highest_rate_within_p1_targets") if p2[n] else None for n in names}),
+    ]
+    for key in ("p50", "p99") if common else ():
+        rows.append((f"P1 200 -> careplan.created {key}, {common}/s ({sustained})", "ms",
+                     {n: _ms(at_common(n), key) for n in names}))
+    for key in ("p50", "p99"):
+        rows.append((f"P1 200 -> careplan.created {key}, {rate}/s (P1's rate)", "ms",
+                     {n: _ms(p1[n]["propagation_ms"], key) if p1[n] else None for n in names}))
+    for key in ("p50", "p99"):
+        rows.append((f"  raw kafka-python hop {key}, same P1 run", "ms",
+                     {n: _ms(p1[n]["raw_hop_ms"], key) if p1[n] else None for n in names}))
+    rows.append(("  intake HTTP p99, same P1 run", "ms", {n: _ms(p1[n]["http_ms"], "p99") if p1[n] else None
+                                                         for n in names}))
+    rows.append(("P3 CarePlan revision -> EHR p50", "ms",
+                 {n: _ms(p3[n]["fanout_ms"], "p50") if p3[n] else None for n in names}))
+    rows.append(("P4 CPU per intake, all processes", "ms",
+                 {n: round(sum((p4[n].get("cpu_ms_per_intake") or {}).values()), 1) if p4[n] else None
+                  for n in names}))
+    out = []
+    for label, unit, values in rows:
+        first, last = values[names[0]], values[names[-1]]
+        ratio = round(last / first, 2) if isinstance(first, int | float) and isinstance(last, int | float) and first \
+            else None
+        out.append({"figure": label, "unit": unit, **values, "ratio": ratio})
+    return out
+
+
+def side_by_side(rows: list[dict[str, Any]]) -> list[str]:
+    names = [k for k in rows[0] if k not in ("figure", "unit", "ratio")] if rows else []
+    if len(names) < 2:
+        return []
+    head = f"  {'store profiles side by side':<58}" + "".join(f"{LABELS.get(n, n):>12}" for n in names)
+    ratio = f"{LABELS.get(names[-1], names[-1])} / {LABELS.get(names[0], names[0])}"
+    lines = [head + f"{ratio:>22}"]
+    for row in rows:
+        cells = "".join(f"{_figure(row[n]):>12}" for n in names)
+        label = f"{row['figure']} ({row['unit']})"
+        lines.append(f"  {label:<58}{cells}{'-' if row['ratio'] is None else format(row['ratio'], '.2f'):>22}")
+    return lines
 
 
 def _figure(value: float | str | None) -> str:
