@@ -220,7 +220,11 @@ def render_haproxy(topology: Topology) -> str:
     for service in SERVICES:
         lines += [f"frontend {service}", f"    bind 127.0.0.1:{topology.front_ports[service]}",
                   f"    default_backend {service}", "",
-                  f"backend {service}", "    balance roundrobin", "    option httpchk",
+                  f"backend {service}", "    balance roundrobin",
+                  # A replica that died with a connection open answers nothing: a read is sent to another one, a
+                  # write never (it may have been applied), so the caller decides.
+                  "    retry-on conn-failure empty-response", "    http-request disable-l7-retry unless METH_GET",
+                  "    option httpchk",
                   "    http-check send meth GET uri /readyz", "    http-check expect status 200",
                   "    default-server check inter 1s fastinter 500ms downinter 1s fall 2 rise 1"]
         lines += [f"    server {p.name} 127.0.0.1:{p.port}" for p in topology.processes()
