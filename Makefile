@@ -8,8 +8,17 @@ KAFKA_JARS := $(or $(IOP_VAR_DIR),var)/kafka/lib/.resolved
 # Start our own broker unless KAFKA_BOOTSTRAP_SERVERS names an existing one; the topics and the services then
 # find it on IOP_KAFKA_PORT (shared/config.py), so moving that port moves everything.
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
+# The tests whose services or temporary stores run on the engine IOP_TEST_STORE names: `make test` runs them a
+# second time on PostgreSQL (the store contract suite and the outage tests cover both engines in the first pass).
+PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges intake journey operator \
+  referrals_not_admitted security subscription_lifecycle suite_starts store_restart)) \
+  tests/integration/test_bad_input.py tests/integration/test_conditional.py \
+  tests/integration/test_fhir_conformance.py tests/integration/test_http_contract.py \
+  tests/integration/test_operation_input.py tests/integration/test_patch.py tests/integration/test_patient_data.py \
+  tests/integration/test_search_breadth.py tests/integration/test_group_sessions.py \
+  tests/integration/test_consumer_failures.py
 
-.PHONY: help setup run stop status test test-unit fuzz kafka-up kafka-down topics bench profile lint demo clean
+.PHONY: help setup tools helm-background run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -23,7 +32,33 @@ $(STAMP): pyproject.toml
 $(KAFKA_JARS): deploy/kafka/pom.xml
 	deploy/kafka/kafka.sh jars
 
-setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies and Kafka jars (quick when done)
+setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies, Kafka jars, PostgreSQL binaries (quick when done)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || deploy/postgres/postgres.sh install
+
+# The deployment checks' tools, fetched or built once and kept under var/tools: promtool from Debian's prometheus
+# package (unpacked, nothing installed or started), helm built from the Go module proxy (minutes, once).
+TOOLS := var/tools
+PROMTOOL := $(TOOLS)/prometheus/usr/bin/promtool
+HELM := $(TOOLS)/bin/helm
+HELM_VERSION := v3.22.0
+
+$(PROMTOOL):
+	@mkdir -p $(TOOLS)/deb
+	cd $(TOOLS)/deb && (apt-get download prometheus 2>/dev/null || (apt-get update -qq && apt-get download prometheus))
+	dpkg -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
+	@rm -rf $(TOOLS)/deb
+
+$(HELM):
+	GOBIN=$(abspath $(TOOLS)/bin) GOFLAGS=-modcacherw go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+
+tools: $(PROMTOOL) $(HELM) ## promtool and helm for the deployment checks, cached under var/tools
+
+# Building helm takes minutes on a fresh machine: `make test` starts it in the background and the deployment
+# checks, which run last, wait for it (tests/support/tools.py).
+helm-background:
+	@mkdir -p $(TOOLS)
+	@if [ ! -x $(HELM) ]; then echo "helm: building in the background ($(TOOLS)/helm-build.log)"; \
+	  nohup $(MAKE) -s $(HELM) >$(TOOLS)/helm-build.log 2>&1 </dev/null & echo $$! >$(TOOLS)/helm-build.pid; fi
 
 kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KAFKA_PORT) and wait until it answers
 	deploy/kafka/kafka.sh start
@@ -31,27 +66,50 @@ kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KA
 kafka-down: ## Stop the local Kafka broker
 	deploy/kafka/kafka.sh stop
 
+pg-up: setup ## Start a local PostgreSQL (var/postgres, 127.0.0.1:5432 or IOP_PG_PORT) with a database per service
+	deploy/postgres/postgres.sh start
+	@echo "Point the services at it with: eval \"\$$(deploy/postgres/postgres.sh env)\""
+
+pg-down: ## Stop the local PostgreSQL
+	deploy/postgres/postgres.sh stop
+
 topics: setup ## Create the contract's topics (6 partitions) and their .dlq companions
 	$(PY) -m shared.events.admin topics
 
-run: setup ## Set up and start everything: broker, topics, four services and their workers
+run: setup ## Set up and start everything: broker, topics, four services and their workers (under supervisord)
 	@$(if $(OWN_KAFKA),deploy/kafka/kafka.sh start,echo "kafka: using $(KAFKA_BOOTSTRAP_SERVERS)")
 	@$(PY) -m shared.events.admin topics
-	@deploy/suite.sh start
+	@deploy/suite.sh start embedded
 	@echo "A development token (all scopes): .venv/bin/iop token --scope 'system/*.cruds'"
 	@echo "Stop with: make stop"
 
-stop: ## Stop the services, their workers and the local broker
+HAPROXY_BIN := /usr/sbin/haproxy
+$(HAPROXY_BIN):
+	apt-get install -y haproxy || { apt-get update && apt-get install -y haproxy; }
+
+run-cluster: setup $(HAPROXY_BIN) ## The cluster profile: PostgreSQL, 3 Kafka nodes, 2 web + 2 worker replicas per service behind HAProxy
+	@deploy/suite.sh run-cluster
+	@echo "A development token (all scopes): .venv/bin/iop token --scope 'system/*.cruds'"
+	@echo "Stop with: make stop"
+
+stop: ## Stop the services, their workers and the local broker, cluster and PostgreSQL
 	@deploy/suite.sh stop
 	@deploy/kafka/kafka.sh stop
+	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh stop; fi
+	@if [ -x deploy/postgres/postgres.sh ]; then deploy/postgres/postgres.sh stop; fi
 
-status: ## Processes, readiness, consumer lag, dead letters and EHR subscriptions in error
+status: ## Every replica (supervisorctl status, readiness), consumer membership and lag, dead letters, EHRs in error
 	@deploy/suite.sh status || true
 	@deploy/kafka/kafka.sh status || true
+	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh status || true; fi
 	@$(VENV)/bin/iop status || true
 
-test: setup ## Run every test (unit, integration, end-to-end) against a real broker the tests start
+test: setup $(HAPROXY_BIN) $(PROMTOOL) helm-background ## Run every test (unit, integration, end-to-end) against a real broker the tests start, then the store-touching ones on PostgreSQL
 	$(PY) -m pytest -q
+	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
+
+test-postgresql: setup ## Only the store-touching tests, with every store on a throwaway PostgreSQL server
+	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
 
 test-unit: setup ## Only the fast unit tests
 	$(PY) -m pytest -q tests/unit

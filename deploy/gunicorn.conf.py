@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import IO
+import shutil
+import sys
+from pathlib import Path
+from typing import IO, Any
 
 from gunicorn.glogging import Logger
 
@@ -33,3 +36,33 @@ worker_class = "shared.serving.FhirWorker"
 # gunicorn's control socket defaults to one path per user ($HOME/.gunicorn/gunicorn.ctl), which every service
 # and every instance would share, so that `gunicornc` would reach whichever bound it last.
 control_socket_disable = True
+
+
+
+def _metrics_dir() -> Path:
+    """var/metrics/<service>-web, the service read from the app gunicorn is asked to serve (services.<name>.app)."""
+    app = next((arg for arg in reversed(sys.argv) if arg.startswith("services.") and ".app:" in arg), "")
+    service = app.split(".")[1] if app else "web"
+    var = Path(os.environ.get("IOP_VAR_DIR") or Path(__file__).resolve().parent.parent / "var")
+    return var / "metrics" / (os.environ.get("IOP_REPLICA") or f"{service}-web")  # a replica's own directory
+
+
+# Every web process writes its metrics under one directory of the service, so that a scrape of any of them adds
+# up all (prometheus_client's multiprocess mode). Set here, when gunicorn reads this file: before it loads the
+# worker class, which imports prometheus_client, and the mode is chosen at that import.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir()))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+
+def on_starting(server: Any) -> None:
+    """Counts start again from zero with the service: what earlier processes left is removed."""
+    path = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """A web process that exits leaves its counters to the sum; its live gauges go with it."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -8,6 +8,7 @@ from flask import Flask, Response, g, request
 
 from shared.auth import Principal, TokenVerifier, current_principal, dev_secret, forbidden
 from shared.config import Settings
+from shared.fhir import patients
 from shared.fhir.bundle_rules import bundle_shape
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
@@ -24,10 +25,11 @@ EXEMPT = {"/fhir/metadata"}
 EXPORT_FILES = "/fhir/_export/"
 
 
-def verifier_for(settings: Settings) -> TokenVerifier:
+def verifier_for(settings: Settings, own: tuple[str, str, Any] | None = None) -> TokenVerifier:
+    """`own`: the issuer, algorithm and public key of the tokens the suite's SMART token endpoint issues."""
     secret = settings.auth_hs256_secret or (None if settings.auth_jwks else dev_secret(settings.var_dir))
     return TokenVerifier(settings.auth_issuer, settings.auth_audience, settings.auth_leeway_s, secret,
-                         settings.auth_jwks or None)
+                         settings.auth_jwks or None, own)
 
 
 def operation_of(registry: Registry, rule: str, args: dict[str, Any]) -> tuple[str, Operation | None] | None:
@@ -74,13 +76,13 @@ def bundle_needs(bundle: dict) -> list[tuple[str, str]]:
 def authorize(principal: Principal, pairs: list[tuple[str, str]]) -> None:
     for rtype, permission in pairs:
         if not principal.may(rtype, permission):
-            hint = (" (patient/ scopes are not accepted: this suite serves system and user clients, and confines"
-                    " no client to one patient's compartment)") if principal.patient_scopes else ""
+            hint = (" (patient/ scopes grant only to a token bound to one patient by a patient claim)"
+                    if principal.patient_scopes and principal.patient is None else "")
             raise forbidden(f"the token's scopes do not allow '{permission}' on {rtype}{hint}")
 
 
-def install(app: Flask, settings: Settings, api: FhirApi) -> None:
-    verifier = verifier_for(settings)
+def install(app: Flask, settings: Settings, api: FhirApi, own: tuple[str, str, Any] | None = None) -> None:
+    verifier = verifier_for(settings, own)
     open_paths = {p.strip() for p in settings.auth_open_paths.split(",") if p.strip()}
 
     @app.before_request
@@ -96,6 +98,8 @@ def install(app: Flask, settings: Settings, api: FhirApi) -> None:
                 body = parse_json(request.get_data(cache=True))
                 g.needed = bundle_needs(bundle_shape(body)) if body.get("resourceType") == "Bundle" else []
             authorize(principal, g.needed)
+            called = operation_of(api.registry, request.url_rule.rule, request.view_args or {})
+            patients.check_request(api.registry.types, g.needed, called[0] if called else None)
             if principal.partner:
                 api.registry.check_partner(g.needed, operation_of(api.registry, request.url_rule.rule,
                                                                   request.view_args or {}))

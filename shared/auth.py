@@ -4,9 +4,11 @@ Tokens are verified with PyJWT: RS256/ES256 against a JWKS (file or URL, IOP_AUT
 HS256 with a shared secret for development (IOP_AUTH_HS256_SECRET, else a random secret kept
 under var/auth/ that `iop token` reads too). Issuer, audience and expiry are always checked.
 SMART v2 scopes (`system/CarePlan.rs`, `user/*.cruds`) and v1 (`.read`, `.write`, `.*`) are
-understood; `patient/` scopes grant nothing (no patient compartment is enforced). A `partner`
-claim confines a referral partner to its own submissions; an `organization` claim binds the EHR
-Subscriptions a client writes to its own organisation.
+understood. `patient/` scopes grant only to a token bound to one Patient by its `patient` claim (the
+SMART launch context), which confines the whole token to that patient's compartment (shared/fhir/patients.py);
+without one they grant nothing. A `partner` claim confines a referral partner to its own submissions; an
+`organization` claim binds the EHR Subscriptions a client writes to its own organisation. Access tokens issued by
+the suite's own SMART token endpoint (shared/smart.py) are verified with the suite's public key.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from shared.fhir.outcome import FhirError, Issue
 SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|c?r?u?d?s?)$")
 BEARER = re.compile(r"bearer[ \t]+(\S+)[ \t]*", re.IGNORECASE)  # RFC 7235: the scheme is case-insensitive
 V1 = {"read": "rs", "write": "cud", "*": "cruds"}
+PATIENT_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a FHIR id
 ASYMMETRIC = ["RS256", "ES256"]
 
 
@@ -39,7 +42,8 @@ class Principal:
     partner: str | None = None
     grants: dict[str, str] = field(default_factory=dict)  # resource type or "*" -> permission letters
     organization: str | None = None  # the client's own organisation: "Organization/x" or "system|value"
-    patient_scopes: bool = False  # the token asked for patient/ scopes, which grant nothing here
+    patient_scopes: bool = False  # the token asked for patient/ scopes, which grant nothing without a patient
+    patient: str | None = None  # the one Patient (id) whose compartment alone the token may reach
 
     def may(self, rtype: str, permission: str) -> bool:
         held = self.grants.get(rtype, "") + self.grants.get("*", "")
@@ -53,16 +57,16 @@ class Principal:
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
 
 
-def parse_scopes(scope: str | list[str]) -> dict[str, str]:
-    """Permission letters by resource type, from `system/` and `user/` scopes.
+def parse_scopes(scope: str | list[str], patient_bound: bool = False) -> dict[str, str]:
+    """Permission letters by resource type, from `system/` and `user/` scopes, and from `patient/` scopes when
+    the token is bound to one patient (whose compartment then confines all it may do).
 
-    `patient/` scopes grant nothing: they would confine a client to one patient's compartment (from a
-    launch context), which this suite does not enforce, so it refuses them rather than read them as wider.
+    Without a patient, `patient/` scopes grant nothing rather than be read as wider than they are.
     """
     grants: dict[str, str] = {}
     for item in scope.split() if isinstance(scope, str) else scope:
         found = SCOPE.match(item)
-        if not found or found.group(1) == "patient":
+        if not found or (found.group(1) == "patient" and not patient_bound):
             continue  # openid, launch, offline_access ... say nothing about FHIR data
         _, rtype, perm = found.groups()
         grants[rtype] = grants.get(rtype, "") + V1.get(perm, perm)
@@ -108,8 +112,10 @@ def forbidden(message: str) -> FhirError:
 
 class TokenVerifier:
     def __init__(self, issuer: str, audience: str, leeway_s: int, hs256_secret: str | None = None,
-                 jwks: str | None = None) -> None:
+                 jwks: str | None = None, own: tuple[str, str, Any] | None = None) -> None:
+        """`own`: (issuer, algorithm, public key) of the access tokens the suite's token endpoint issues."""
         self.issuer, self.audience, self.leeway = issuer, audience, leeway_s
+        self.own = own
         self.secret = hs256_secret
         self._jwks_client = jwt.PyJWKClient(jwks) if jwks and jwks.startswith(("http://", "https://")) else None
         self._jwks_file = jwt.PyJWKSet.from_dict(json.loads(Path(jwks).read_text())) if jwks and not \
@@ -138,8 +144,11 @@ class TokenVerifier:
         token = found.group(1)
         try:
             alg = jwt.get_unverified_header(token).get("alg", "")
-            claims = jwt.decode(token, self._key(token, alg), algorithms=[alg], audience=self.audience,
-                                issuer=self.issuer, leeway=self.leeway,
+            issuer, key = self.issuer, None
+            if self.own is not None and alg == self.own[1]:  # issued by the suite's token endpoint
+                issuer, key = self.own[0], self.own[2]
+            claims = jwt.decode(token, key or self._key(token, alg), algorithms=[alg], audience=self.audience,
+                                issuer=issuer, leeway=self.leeway,
                                 options={"require": ["exp", "iss", "aud", "sub"]})
         except jwt.PyJWTError as exc:
             raise unauthorized(f"the token is not valid: {type(exc).__name__}") from None
@@ -154,9 +163,16 @@ def principal_of(claims: dict[str, Any]) -> Principal:
     scope = claims.get("scope", claims.get("scp", ""))
     if not (isinstance(scope, str) or isinstance(scope, list) and all(isinstance(s, str) for s in scope)):
         raise unauthorized("the token's scope claim must be a string of space-separated scopes")
-    partner, organization = (_confining(claims, name) for name in ("partner", "organization"))
+    partner, organization, patient = (_confining(claims, name) for name in ("partner", "organization", "patient"))
+    if patient is not None:
+        patient = patient.removeprefix("Patient/")
+        if not PATIENT_ID.fullmatch(patient):
+            raise unauthorized("the token's patient claim must be a Patient id or Patient/id")
+        if partner is not None:
+            raise unauthorized("a token may not be both a referral partner's and bound to a patient")
     client = next((c for c in (claims.get("client_id"), claims.get("azp")) if isinstance(c, str) and c), None)
-    return Principal(claims["sub"], client, partner, parse_scopes(scope), organization, has_patient_scopes(scope))
+    return Principal(claims["sub"], client, partner, parse_scopes(scope, patient is not None), organization,
+                     has_patient_scopes(scope), patient)
 
 
 def _confining(claims: dict[str, Any], name: str) -> str | None:
@@ -168,7 +184,7 @@ def _confining(claims: dict[str, Any], name: str) -> str | None:
 
 def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "iop-suite", subject: str = "dev",
          partner: str | None = None, ttl_s: int = 3600, client_id: str | None = None,
-         organization: str | None = None) -> str:
+         organization: str | None = None, patient: str | None = None) -> str:
     """A development HS256 token (for `iop token` and tests)."""
     now = int(time.time())
     claims: dict[str, Any] = {"iss": issuer, "aud": audience, "sub": subject, "iat": now, "exp": now + ttl_s,
@@ -179,4 +195,6 @@ def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "i
         claims["client_id"] = client_id
     if organization:
         claims["organization"] = organization
+    if patient:
+        claims["patient"] = patient.removeprefix("Patient/")
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -8,7 +8,7 @@ import time
 
 from kafka import KafkaConsumer
 
-from shared.auth import dev_secret, mint
+from shared.auth import PATIENT_ID, dev_secret, mint
 from shared.config import Settings, kafka_bootstrap
 from shared.events import dlq
 from shared.events.catalogue import ALL_TOPICS
@@ -78,8 +78,11 @@ def token(args: argparse.Namespace) -> int:
     """Mint a development token with the secret the local services use (never for production)."""
     settings = Settings("cli")
     secret = settings.auth_hs256_secret or dev_secret(settings.var_dir)
+    if args.patient and not PATIENT_ID.fullmatch(args.patient.removeprefix("Patient/")):
+        print("iop token: --patient must be Patient/id", file=sys.stderr)
+        return 2
     print(mint(secret, args.scope, settings.auth_issuer, settings.auth_audience, args.sub, args.partner, args.ttl,
-               organization=args.organization))
+               organization=args.organization, patient=args.patient))
     return 0
 
 
@@ -115,9 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--partner", help="confine the token to one referral partner's submissions")
     tok.add_argument("--organization", help="the client's organisation (Organization/x or system|value): its "
                      "Subscriptions may name no other recipient")
+    tok.add_argument("--patient", help="bind the token to one patient (Patient/x): patient/ scopes then grant, "
+                     "within that patient's compartment only")
     tok.add_argument("--ttl", type=int, default=3600, help="seconds until it expires")
     tok.set_defaults(func=token)
-    sub.add_parser("status", help="services, broker, consumer lag, DLQ sizes, EHR subscriptions in error"
+    sub.add_parser("status", help="every replica, services, broker, consumer members and lag, DLQ sizes, EHR "
+                   "subscriptions in error"
                    ).set_defaults(func=status)
     return parser
 

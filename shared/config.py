@@ -5,6 +5,7 @@ Every variable is documented in the README; defaults suit a single machine.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,11 @@ def kafka_bootstrap() -> str:
     return env_str("KAFKA_BOOTSTRAP_SERVERS", "") or f"127.0.0.1:{env_int('IOP_KAFKA_PORT', KAFKA_PORT)}"
 
 
+def redact_url(locator: str) -> str:
+    """A store locator fit for a log line or a status: a URL's password replaced by ***."""
+    return re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", locator)
+
+
 def sqlite_synchronous() -> str:
     """IOP_SQLITE_SYNCHRONOUS, refused by name unless it is one the README explains."""
     raw = env_str("IOP_SQLITE_SYNCHRONOUS", "")
@@ -65,6 +71,8 @@ class Settings:
     consumer_max_attempts: int = field(default_factory=lambda: env_int("IOP_CONSUMER_MAX_ATTEMPTS", 5))
     consumer_backoff_ms: int = field(default_factory=lambda: env_int("IOP_CONSUMER_BACKOFF_MS", 200))
     relay_poll_ms: int = field(default_factory=lambda: env_int("IOP_RELAY_POLL_MS", 5))
+    relay_lease_s: float = field(default_factory=lambda: float(env_str("IOP_RELAY_LEASE_S", "5")))
+    work_claim_s: float = field(default_factory=lambda: float(env_str("IOP_WORK_CLAIM_S", "15")))
     event_validation: str = field(default_factory=lambda: env_str("IOP_EVENT_VALIDATION", "structure"))
     consumer_linger_ms: int = -1  # from IOP_<SERVICE>_LINGER_MS, defaults in CONSUMER_LINGER_MS
     schedule_weeks: int = field(default_factory=lambda: env_int("IOP_SCHEDULE_WEEKS", 1))
@@ -81,6 +89,11 @@ class Settings:
     auth_jwks: str = field(default_factory=lambda: env_str("IOP_AUTH_JWKS", ""))
     auth_open_paths: str = field(default_factory=lambda: env_str("IOP_AUTH_OPEN_PATHS", "/healthz,/readyz,/metrics"))
     kafka_required: bool = field(default_factory=lambda: env_bool("IOP_READY_REQUIRES_KAFKA", False))
+    smart_clients: str = field(default_factory=lambda: env_str("IOP_SMART_CLIENTS", ""))
+    smart_signing_key: str = field(default_factory=lambda: env_str("IOP_SMART_SIGNING_KEY", ""))
+    smart_issuer: str = field(default_factory=lambda: env_str("IOP_SMART_ISSUER", "iop-suite-smart"))
+    smart_token_ttl_s: int = field(default_factory=lambda: env_int("IOP_SMART_TOKEN_TTL_S", 300))
+    smart_token_url: str = field(default_factory=lambda: env_str("IOP_SMART_TOKEN_URL", ""))
 
     def __post_init__(self) -> None:
         prefix = f"IOP_{self.service.upper()}_"
@@ -97,11 +110,16 @@ class Settings:
     def port(self) -> int:
         return env_int(f"IOP_{self.service.upper()}_PORT", SERVICE_PORTS.get(self.service, 8080))
 
+    @property
+    def worker_metrics_port(self) -> int:
+        """Where the worker serves /metrics: IOP_<SERVICE>_WORKER_METRICS_PORT, else IOP_WORKER_METRICS_PORT; 0 none."""
+        return env_int(f"IOP_{self.service.upper()}_WORKER_METRICS_PORT", env_int("IOP_WORKER_METRICS_PORT", 0))
+
 
 def describe(service: str) -> str:
     """One service's effective settings where they concern the deployment (no secrets)."""
     s = Settings(service)
-    return (f"{service:<11} port={s.port} base_url={s.base_url} kafka={s.kafka_bootstrap} db={s.database}"
+    return (f"{service:<11} port={s.port} base_url={s.base_url} kafka={s.kafka_bootstrap} db={redact_url(s.database)}"
             f" sqlite_synchronous={s.sqlite_synchronous}")
 
 

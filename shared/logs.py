@@ -15,9 +15,11 @@ import time
 import traceback
 from typing import Any
 
+from shared.tracing import trace_ids
+
 _RECORD_KEYS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # What logging itself refuses in `extra` (LogRecord attributes) and what the record factory sets (service).
-_RESERVED = _RECORD_KEYS | {"service"}
+_RESERVED = _RECORD_KEYS | {"service", "trace_id", "span_id"}
 
 
 def stack_of(exc_info: tuple) -> list[str]:
@@ -35,6 +37,9 @@ class JsonFormatter(logging.Formatter):
         }
         if getattr(record, "service", None):
             line["service"] = record.service
+        ids = trace_ids()  # the request's or the event's trace, so that a line leads to the whole journey
+        if ids is not None:
+            line["trace_id"], line["span_id"] = ids
         if record.exc_info:
             line["error"] = record.exc_info[0].__name__ if record.exc_info[0] else "unknown"
             line["stack"] = stack_of(record.exc_info)

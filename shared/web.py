@@ -1,27 +1,29 @@
 """The app-factory helpers every service uses: store, FHIR endpoints, health, metrics, errors."""
 from __future__ import annotations
 
+import re
 import threading
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from flask import Flask, g, request
 from flask import Response as FlaskResponse
+from prometheus_client.core import GaugeMetricFamily
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from shared import access
+from shared import access, smart, tracing
+from shared import metrics as prom
 from shared.config import Settings
-from shared.events.failures import handler_error_gauges
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError, Issue, operation_outcome
 from shared.fhir.registry import Registry
 from shared.fhir.rest import FhirEndpoints, error_response, fhir_response, mount_fhir
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store, open_store
 from shared.logs import configure, get_logger
-from shared.metrics import Metrics
 
 VERSION = "0.1.0"
 SMART_SECURITY = {
@@ -32,8 +34,20 @@ SMART_SECURITY = {
                    "system/CarePlan.rs or user/*.cruds (v1 .read/.write accepted).",
 }
 log = get_logger("iop.web")
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def smart_security(tokens: smart.TokenEndpoint) -> dict[str, Any]:
+    """The CapabilityStatement's rest.security: SMART on FHIR, with the token endpoint (SMART App Launch's
+    oauth-uris extension) and what is discoverable at /.well-known/smart-configuration."""
+    return {**SMART_SECURITY, "extension": [{"url": OAUTH_URIS, "extension": [
+        {"url": "token", "valueUri": tokens.url}]}],
+        "description": SMART_SECURITY["description"] + " SMART Backend Services: client_credentials with a "
+        "private_key_jwt assertion (RS384/ES384) at the token endpoint; patient/ scopes for a token bound to one "
+        "Patient (a patient claim), confined to that patient's compartment; see /.well-known/smart-configuration."}
 DRAIN_FACTOR = 4     # how much of an unread request body is read before answering, in IOP_MAX_BODY_BYTES
 DRAIN_SECONDS = 10.0
+UNTRACED = frozenset({"/healthz", "/readyz", "/metrics"})  # probes and scrapes: no spans
 
 
 class KafkaProbe:
@@ -94,10 +108,9 @@ class KafkaProbe:
 @dataclass
 class ServiceContext:
     settings: Settings
-    store: SQLiteStore
+    store: Store
     registry: Registry
     api: FhirApi
-    metrics: Metrics
     kafka: KafkaProbe
 
 
@@ -167,7 +180,7 @@ def drain_input(stream: Any, limit: int) -> int:
     return read
 
 
-def _store_state(store: SQLiteStore) -> str:
+def _store_state(store: Store) -> str:
     try:
         store.ping()
         return "ok"
@@ -179,13 +192,28 @@ def _register_observability(app: Flask, ctx: ServiceContext) -> None:
     @app.before_request
     def start_timer() -> None:
         g.started = time.perf_counter()
+        if request.path not in UNTRACED:
+            # Named by its route template once matched (record, below); a partner's traceparent is its parent.
+            g.span = tracing.start(request.method, tracing.SpanKind.SERVER, request.headers.get("traceparent"),
+                                   {"http.request.method": request.method})
+
+    @app.teardown_request
+    def end_span(_exc: BaseException | None) -> None:
+        started = g.pop("span", None)
+        if started is not None:
+            tracing.finish(*started)
 
     @app.after_request
     def record(resp: FlaskResponse) -> FlaskResponse:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        ctx.metrics.inc("iop_http_requests_total", {"method": request.method, "status": str(resp.status_code)})
-        ctx.metrics.observe("iop_http_request_seconds", elapsed, {"route": endpoint})
+        labels = (request.method, route_template(ctx.registry, resp.status_code), str(resp.status_code))
+        prom.HTTP_REQUESTS.labels(*labels).inc()
+        prom.HTTP_SECONDS.labels(*labels).observe(elapsed)
+        if "span" in g:
+            span = g.span[0]
+            span.update_name(f"{request.method} {labels[1]}")
+            span.set_attributes({"http.route": labels[1], "http.response.status_code": resp.status_code})
         if resp.status_code >= 400 or request.method != "GET":
             log.info("request", method=request.method, route=endpoint, status=resp.status_code,
                      ms=round(elapsed * 1000, 1))
@@ -206,32 +234,53 @@ def _register_observability(app: Flask, ctx: ServiceContext) -> None:
         return fhir_response(200 if ready else 503, {"status": "ready" if ready else "not-ready", "checks": checks,
                                                      "degraded": degraded})
 
+    def kafka_up() -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily("iop_kafka_up", "1 while the service's web process reaches Kafka",
+                                value=1.0 if ctx.kafka.reachable() else 0.0)
+
+    collector = prom.StoreCollector(ctx.store, "Subscription" in ctx.registry.types, kafka_up)
+
     @app.get("/metrics")
     def metrics() -> FlaskResponse:
-        gauges = {("iop_outbox_unsent", ()): float(len(ctx.store.unsent_events(10000))),
-                  ("iop_kafka_up", ()): 1.0 if ctx.kafka.reachable() else 0.0}
-        for name, value in ctx.store.values_with_prefix("lag:"):
-            _, group, topic = name.split(":", 2)
-            gauges[("iop_consumer_lag", (("group", group), ("topic", topic)))] = float(value)
-        gauges.update(handler_error_gauges(ctx.store))
-        return FlaskResponse(ctx.metrics.render(gauges), mimetype="text/plain; version=0.0.4")
+        return FlaskResponse(prom.exposition(collector), content_type=prom.CONTENT_TYPE)
+
+
+def route_template(registry: Registry, status: int) -> str:
+    """The matched rule with its variables as `{name}`: `/fhir/CarePlan/{id}`, never a raw path or id.
+
+    A resource type the service serves, and an operation that was answered, keep their names; anything else a
+    client can vary stays a placeholder, so the number of label values is bounded by the rules.
+    """
+    rule, args = request.url_rule, request.view_args or {}
+    if rule is None:
+        return "unmatched"
+    path = rule.rule
+    for name in rule.arguments:
+        value = str(args.get(name, ""))
+        keep = (name == "rtype" and value in registry.types) or (name == "op" and value.startswith("$")
+                                                                  and status < 400)
+        shown = value if keep else "{" + {"rtype": "type", "rid": "id", "vid": "vid"}.get(name, name) + "}"
+        path = re.sub(rf"<(?:[^<>:]+:)?{name}>", lambda _m, shown=shown: shown, path)
+    return path
 
 
 def service_app(settings: Settings, registry: Registry, security: dict | None = None) -> Flask:
     """Build a service's Flask app: nothing connects before the first request but the store file."""
     configure(settings.log_level, settings.service)
+    tracing.configure(settings.service)
     app = Flask(f"iop.{settings.service}")
     # A FHIR client is answered, never redirected: `/fhir/Patient/` is `/fhir/Patient`, and `//` is no path.
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
     api = FhirApi(store, registry, settings.base_url, settings.var_dir / "export" / settings.service)
-    ctx = ServiceContext(settings, store, registry, api, Metrics(), KafkaProbe(settings.kafka_bootstrap))
+    ctx = ServiceContext(settings, store, registry, api, KafkaProbe(settings.kafka_bootstrap))
     app.extensions["iop"] = ctx
     _register_errors(app)
     _register_body_drain(app, settings.max_body_bytes)
     _register_observability(app, ctx)
-    access.install(app, settings, api)
-    mount_fhir(app, FhirEndpoints(api, VERSION, security or SMART_SECURITY))
+    tokens = smart.install(app, settings, store)
+    access.install(app, settings, api, (settings.smart_issuer, tokens.jwk["alg"], tokens.key.public_key()))
+    mount_fhir(app, FhirEndpoints(api, VERSION, security or smart_security(tokens)))
     return app

@@ -16,10 +16,24 @@ from tests.support import processes
 from tests.support.broker import Broker, Cluster
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
+from tests.support.otlp import OtlpReceiver
 from tests.support.ports import port
+from tests.support.postgres import PgServer, shared_server, test_engine
 
 TEST_VAR = ROOT / "var" / "test"
 pytest_plugins = ["pytester"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The deployment checks run last: on a fresh machine `make test` is still building their helm meanwhile.
+    Tests marked `postgresql` restart the run's PostgreSQL server: on a SQLite run they are deselected."""
+    items.sort(key=lambda item: item.path.is_relative_to(ROOT / "tests" / "deploy"))
+    if test_engine() == "postgresql":
+        return
+    deselected = [item for item in items if item.get_closest_marker("postgresql")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("postgresql")]
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +55,22 @@ def kafka_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def suite(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, processes.Proc]]:
+def otlp() -> Iterator[OtlpReceiver]:
+    """Where the suite's processes export their spans."""
+    receiver = OtlpReceiver(port(18410))
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture(scope="session")
+def suite(broker: Broker, otlp: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[dict[str, processes.Proc]]:
     """All four services running as real processes (gunicorn web + worker) against the broker."""
     var_dir = tmp_path_factory.mktemp("suite")
-    env = processes.service_env(var_dir, broker.bootstrap)
+    env = processes.service_env(var_dir, broker.bootstrap, {**otlp.env, **processes.worker_metrics_env()})
+    if test_engine() == "postgresql":  # IOP_TEST_STORE=postgresql: each service on a new database
+        for service in processes.TEST_PORTS:
+            env[f"IOP_{service.upper()}_DB"] = shared_server().create_database(f"suite_{service}")
     procs: dict[str, processes.Proc] = {}
     for service in processes.TEST_PORTS:
         procs[f"{service}-web"] = processes.web(service, env, var_dir).start()
@@ -64,6 +90,12 @@ def hapi() -> Iterator[HapiServer]:
     """A real, independent FHIR server (HAPI FHIR, in memory) standing in for a hospital EHR."""
     with HapiServer(port(18090)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> PgServer:
+    """A throwaway PostgreSQL server on port(18432), started once per session when a test needs it."""
+    return shared_server()
 
 
 @pytest.fixture

@@ -5,11 +5,17 @@ queue in order, so one dead or slow EHR delays only itself, and one patient's ev
 an EHR in the order they happened. Consent is checked at send time (a revocation stops what
 is queued); each attempt is recorded as an AuditEvent; event numbers are assigned when an
 event first passes the consent gate, so a subscriber sees no gaps.
+
+Several aftercare workers may share one store: a worker drains a subscription's queue only while it holds
+that queue's claim (a lease named after the queue, renewed while it works, IOP_WORK_CLAIM_S), so each
+subscription has one delivery in flight and keeps its order; a claim whose worker died expires and another
+worker carries on from the first undelivered item.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import threading
 import time
 import uuid
@@ -23,12 +29,14 @@ from services.aftercare import consent, notifications, writeback
 from services.aftercare.backoff import RetryPolicy
 from services.aftercare.handlers import identifiers_key
 from services.aftercare.subscriptions import SubscriptionSpec, parse_subscription
+from shared import metrics, tracing
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
 from shared.fhir.search import reference_condition, token_condition
-from shared.fhir.store import SQLiteStore, Stored, Transaction, WorkItem
+from shared.fhir.store import Store, Stored, Transaction, WorkItem
 from shared.fhir.util import now_instant
 from shared.logs import get_logger
+from shared.replicas import Lease, holder_id
 
 log = get_logger("iop.delivery")
 PURPOSE = "TREAT"
@@ -58,41 +66,89 @@ class Attempt:
 
 
 class Dispatcher:
-    def __init__(self, store: SQLiteStore, repo: Repository, outbox: Outbox, base_url: str, policy: RetryPolicy,
-                 clock: Callable[[], datetime] | None = None, parallel: int = 8) -> None:
+    def __init__(self, store: Store, repo: Repository, outbox: Outbox, base_url: str, policy: RetryPolicy,
+                 clock: Callable[[], datetime] | None = None, parallel: int = 8, claim_s: float = 15.0) -> None:
         self.store, self.repo, self.outbox, self.base_url, self.policy = store, repo, outbox, base_url, policy
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.pool = ThreadPoolExecutor(parallel, thread_name_prefix="delivery")
+        self.pool, self.parallel = ThreadPoolExecutor(parallel, thread_name_prefix="delivery"), parallel
+        self.owner, self.claim_s = holder_id(self), claim_s
+        self._claims: dict[str, Lease] = {}  # the subscriptions this worker drains now, by id
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
         self._local = threading.local()
 
     # -- scheduling ----------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
-        """Dispatch when the store changed (a new item queued) and at least every half second (retries due)."""
-        seen, last, beat = None, 0.0, 0.0
+        """Dispatch when a new item is queued (the store's commit watch rings) and at least every half second
+        (retries come due, handshakes complete)."""
+        watch = self.store.commit_watch(0.005, "work")
+        beat, renewed = 0.0, time.monotonic()
         while not stop.is_set():
             try:
-                version = self.store.data_version()
+                if time.monotonic() - renewed > self.claim_s / 3:
+                    renewed = time.monotonic()
+                    self.renew_claims()
                 if time.monotonic() - beat > 1.0:
                     beat = time.monotonic()
                     self.heartbeats()
-                if version != seen or time.monotonic() - last > 0.5:
-                    seen, last = version, time.monotonic()
-                    self.dispatch_once()
+                self.dispatch_once()
+                watch.wait(stop, 0.5)
             except Exception:  # noqa: BLE001 - the dispatcher must outlive any one failure
                 log.error("dispatch failed", exc_info=True)
-            stop.wait(0.005)
+                stop.wait(0.5)
+        getattr(watch, "close", lambda: None)()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        self.release_claims()
 
     def dispatch_once(self) -> None:
-        for queue in self.store.queues_due("queued", now_instant()):
+        # In random order: workers woken by the same commit then claim different queues and share the work.
+        due = self.store.queues_due("queued", now_instant())
+        random.shuffle(due)
+        for queue in due:
             sid = queue.removeprefix("sub:")
             with self._lock:
+                if len(self._inflight) >= self.parallel:
+                    break  # no thread free: leave the other queues to a worker that has one
                 if sid in self._inflight:
                     continue
+                claim = self._claims.get(sid) or Lease(self.store, f"work:{queue}", self.owner, self.claim_s)
+            if not claim.acquire():
+                with self._lock:
+                    self._claims.pop(sid, None)
+                continue  # another worker drains this subscription
+            with self._lock:
                 self._inflight.add(sid)
+                self._claims[sid] = claim
             self.pool.submit(self._drain, sid)
+
+    def renew_claims(self) -> None:
+        """Keep the claims of the queues being drained, even through one long attempt; a lost one stops its drain.
+        An idle queue's claim is kept until it expires (so replicas do not trade it back and forth)."""
+        with self._lock:
+            claims = [(sid, self._claims[sid]) for sid in self._inflight if sid in self._claims]
+        for sid, claim in claims:
+            if not claim.renew():
+                log.warning("delivery claim lost; another worker carries on", subscription_id=sid)
+
+    def release_claims(self) -> None:
+        """On a clean stop: let other workers take this one's queues at once."""
+        with self._lock:
+            claims, self._claims = list(self._claims.values()), {}
+        for claim in claims:
+            try:
+                claim.release()
+            except Exception:  # noqa: BLE001 - the store is away: the claims expire instead
+                log.warning("delivery claim not released", exc_info=True)
+
+    def claimed(self, sid: str) -> bool:
+        """Whether this worker may deliver the next item of a subscription: the store still names it the claim's
+        holder (or, called outside the dispatcher, nobody claims queues at all)."""
+        with self._lock:
+            claim = self._claims.get(sid)
+        if claim is None or claim.confirm():
+            return True
+        log.warning("delivery claim taken over; stopping this drain", subscription_id=sid)
+        return False
 
     def heartbeats(self) -> None:
         """Queue a heartbeat for each active subscription that asked for one and has heard nothing for that long."""
@@ -103,6 +159,18 @@ class Dispatcher:
             if isinstance(spec, list) or not spec.heartbeat_period_s or spec.write_back:
                 continue
             quiet_since = float(self.store.get_value(last_sent_key(sub.id)) or 0)
+            if now - quiet_since < spec.heartbeat_period_s:
+                continue
+            with self._lock:
+                if sub.id in self._inflight:
+                    continue  # being drained here: not quiet
+                claim = self._claims.get(sub.id) or Lease(self.store, f"work:sub:{sub.id}", self.owner, self.claim_s)
+            # Only the worker that claims the queue looks at it and adds to it: one heartbeat across replicas.
+            if not claim.acquire():
+                continue
+            with self._lock:
+                self._claims[sub.id] = claim
+            quiet_since = float(self.store.get_value(last_sent_key(sub.id)) or 0)
             if now - quiet_since >= spec.heartbeat_period_s and not self.store.work(f"sub:{sub.id}", ("queued",), 1):
                 with self.store.transaction() as tx:
                     if unchanged(tx, sub):
@@ -110,7 +178,7 @@ class Dispatcher:
 
     def _drain(self, sid: str) -> None:
         try:
-            while self.deliver_next(sid):
+            while self.claimed(sid) and self.deliver_next(sid):
                 pass
         except Exception:  # noqa: BLE001
             log.error("delivery failed", exc_info=True, subscription_id=sid)
@@ -171,16 +239,26 @@ class Dispatcher:
             return self._failed(tx, sub, item, attempt)
 
     def _notify(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
+        """The EHR's request continues the trace of the event that queued it."""
+        with tracing.span("deliver notification", tracing.SpanKind.INTERNAL, item.body.get("traceparent"),
+                          {"iop.subscription_id": sub.id, "cloudevents.event_type": item.body.get("type", "")}):
+            return self._notify_in_span(sub, spec, item)
+
+    def _notify_in_span(self, sub: Stored, spec: SubscriptionSpec, item: WorkItem) -> bool:
         patient = item.body["patient"]
         decision = self._consent(patient, spec, item)
         if not decision.permit:
             with self.store.transaction() as tx:
                 tx.update_work(item.seq, "blocked-consent", item.attempts, item.not_before)
                 self._audit(tx, sub.id, patient, Attempt(False, None, 0.0, decision.reason), "blocked-by-consent")
+            metrics.EHR_DELIVERIES.labels("blocked-consent").inc()
             log.info("delivery blocked by consent", subscription_id=sub.id, patient_id=patient, reason=decision.reason)
             return True
         number = item.number or self._assign_number(sub.id, item)
         attempt = self._send(sub, spec, item, number)
+        outcome = "delivered" if attempt.ok else "failed"
+        metrics.EHR_DELIVERIES.labels(outcome).inc()
+        metrics.EHR_SECONDS.labels(outcome).observe(attempt.ms / 1000)
         with self.store.transaction() as tx:
             self._audit(tx, sub.id, patient, attempt, f"event {number}")
             if not attempt.ok:
@@ -211,6 +289,7 @@ class Dispatcher:
         if self.policy.give_up(first, self.clock()):
             tx.update_work(item.seq, "queued", item.attempts + 1, item.not_before)
             if self._set_status(tx, sub, "error"):
+                metrics.EHR_DELIVERIES.labels("gave-up").inc()
                 self.outbox.emit(tx, "iop.ehr.failed", item.body.get("patient") or "-", sub.resource)
                 log.warning("subscription in error after retries", subscription_id=sub.id, attempts=item.attempts + 1)
             return False
@@ -258,13 +337,23 @@ class Dispatcher:
 
     def _call(self, method: str, url: str, spec: SubscriptionSpec, **kwargs: object) -> Attempt:
         started = time.perf_counter()
-        try:
-            resp = self._session().request(method, url, timeout=spec.timeout_s, **kwargs)
-            ms = (time.perf_counter() - started) * 1000
-            return Attempt(200 <= resp.status_code < 300, resp.status_code, ms,
-                           "" if resp.ok else f"HTTP {resp.status_code}")
-        except requests.RequestException as exc:
-            return Attempt(False, None, (time.perf_counter() - started) * 1000, type(exc).__name__)
+        with tracing.span(f"{method} EHR", tracing.SpanKind.CLIENT, attributes={"http.request.method": method}) as span:
+            try:
+                return self._request(method, url, spec, started, span, **kwargs)
+            except requests.RequestException as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                return Attempt(False, None, (time.perf_counter() - started) * 1000, type(exc).__name__)
+
+    def _request(self, method: str, url: str, spec: SubscriptionSpec, started: float, span: tracing.Span,
+                 **kwargs: object) -> Attempt:
+        headers = dict(kwargs.pop("headers", None) or {})  # type: ignore[call-overload]
+        if (parent := tracing.traceparent()) is not None:
+            headers["traceparent"] = parent
+        resp = self._session().request(method, url, timeout=spec.timeout_s, headers=headers, **kwargs)
+        span.set_attribute("http.response.status_code", resp.status_code)
+        ms = (time.perf_counter() - started) * 1000
+        return Attempt(200 <= resp.status_code < 300, resp.status_code, ms,
+                       "" if resp.ok else f"HTTP {resp.status_code}")
 
     def _set_status(self, tx: Transaction, sub: Stored, status: str) -> bool:
         """Give the Subscription this status, unless it changed or was deleted since `sub` was read: a client's

@@ -12,7 +12,7 @@ from typing import Any
 
 from services.aftercare import checkins, step_down
 from services.aftercare.subscriptions import TOPICS_BY_EVENT, matches, parse_subscription
-from shared import codes
+from shared import codes, tracing
 from shared.events.envelope import Event
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
@@ -97,6 +97,8 @@ class AftercareHandlers:
         return raised
 
     def _schedule(self, tx: Transaction, careplan_id: str) -> list[checkins.CheckIn]:
+        # Held until commit: a sweep and a consumer (on another replica) update one schedule one after the other.
+        tx.lock(checkin_key(careplan_id))
         raw = tx.get_value(checkin_key(careplan_id))
         return [checkins.CheckIn.from_dict(d) for d in json.loads(raw)] if raw else []
 
@@ -118,7 +120,8 @@ class AftercareHandlers:
                 continue
             tx.enqueue(f"sub:{sid}", {"kind": "event", "type": event.type, "patient": event.key, "ce_id": event.id,
                                       "time": event.time, "focus": event.subject,
-                                      "source_base": _source_base(event), "resources": event.resources})
+                                      "source_base": _source_base(event), "resources": event.resources,
+                                      "traceparent": tracing.traceparent()})
 
     def handle(self, tx: Transaction, event: Event) -> None:
         """One entry point per event type: its own effect, then the EHR deliveries it causes."""

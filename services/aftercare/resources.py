@@ -9,7 +9,7 @@ from services.aftercare.handlers import AftercareHandlers
 from services.aftercare.subscriptions import capability_topic_extensions
 from shared.config import Settings
 from shared.events.outbox import Outbox
-from shared.fhir import bulk, params
+from shared.fhir import bulk, params, uscore
 from shared.fhir.everything import EVERYTHING
 from shared.fhir.interactions import FhirApi
 from shared.fhir.labels import label_part2
@@ -28,8 +28,10 @@ def build(settings: Settings) -> tuple[Registry, AftercareHandlers]:
     handlers = AftercareHandlers(Repository(registry), Outbox(settings.base_url))
     registry.add(ResourceDef("CarePlan", params.CAREPLAN, before_write=[label_part2],
                              doc="Aftercare (step-down) plans"))
-    registry.add(ResourceDef("Goal", params.GOAL, before_write=[label_part2], doc="Relapse-prevention goals"))
-    registry.add(ResourceDef("ServiceRequest", params.SERVICE_REQUEST, before_write=[label_part2],
+    registry.add(ResourceDef("Goal", params.GOAL, before_write=[label_part2, uscore.refresh_narrative],
+                             doc="Relapse-prevention goals"))
+    registry.add(ResourceDef("ServiceRequest", params.SERVICE_REQUEST,
+                             before_write=[label_part2, uscore.refresh_narrative],
                              doc="Step-down referrals to receiving providers"))
     registry.add(ResourceDef("Consent", params.CONSENT, doc="42 CFR Part 2 consents; checked at every disclosure"))
     registry.add(ResourceDef("Subscription", params.SUBSCRIPTION, before_write=[subscription_api.check_subscription],

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import html
 import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from services.aftercare.checkins import DEFAULT_WEEKS, DEFAULT_WINDOW_DAYS, CheckIn, checkin_schedule
 from shared import codes
+from shared.fhir import uscore
 from shared.fhir.util import ref
 
 ASSESS_PLAN = {"system": codes.CAREPLAN_CATEGORY_US_CORE, "code": "assess-plan",
@@ -144,7 +144,8 @@ def referral_requests(careplan: dict, goals: list[dict], ids: StepDownIds, perio
 
 def _careplan(iop: dict, plan_id: str, period: dict, goals: list[dict], referrals: list[dict],
               checkins: list[CheckIn]) -> dict:
-    plan = {"resourceType": "CarePlan", "id": plan_id, "meta": _meta(), "text": _narrative(period, referrals, checkins),
+    plan = {"resourceType": "CarePlan", "id": plan_id, "meta": _meta(uscore.CAREPLAN),
+            "text": _narrative(period, referrals, checkins),
             "status": "active", "intent": "plan", "category": [{"coding": [ASSESS_PLAN]}, {"coding": [AFTERCARE_PLAN]}],
             "title": "Aftercare step-down plan", "subject": iop["subject"],
             "basedOn": [ref("CarePlan", iop["id"])], "replaces": [ref("CarePlan", iop["id"])], "period": period,
@@ -169,7 +170,8 @@ def _checkin_activity(checkins: list[CheckIn], goals: list[dict]) -> dict:
 
 
 def _referral(rid: str, code: dict, detail: list[dict], repeat: dict, iop: dict, plan_id: str, period: dict) -> dict:
-    request = {"resourceType": "ServiceRequest", "id": rid, "meta": _meta(), "status": "active", "intent": "order",
+    request = {"resourceType": "ServiceRequest", "id": rid, "meta": _meta(uscore.SERVICE_REQUEST),
+               "status": "active", "intent": "order",
                "category": [{"coding": [COUNSELING]}], "code": code, "subject": iop["subject"],
                "basedOn": [ref("CarePlan", plan_id)], "authoredOn": period["start"],
                "occurrenceTiming": {"repeat": {"boundsPeriod": period, **repeat}}}
@@ -177,15 +179,16 @@ def _referral(rid: str, code: dict, detail: list[dict], repeat: dict, iop: dict,
         request["orderDetail"] = detail
     if iop.get("author"):
         request["requester"] = copy.deepcopy(iop["author"])  # the IOP plan's author orders the step-down
-    return request
+    return uscore.narrate(request)
 
 
 def _goal(goal_id: str, subject: dict, description: dict, period: dict, achievement: str = "in-progress") -> dict:
-    return {"resourceType": "Goal", "id": goal_id, "meta": _meta(), "lifecycleStatus": "active",
-            "achievementStatus": {"coding": [{"system": codes.GOAL_ACHIEVEMENT, "code": achievement}]},
-            "category": [{"coding": [{"system": GOAL_CATEGORY, "code": "behavioral", "display": "Behavioral"}]}],
-            "description": copy.deepcopy(description), "subject": subject, "startDate": period["start"],
-            "target": [{"dueDate": period["end"]}]}
+    return uscore.narrate({
+        "resourceType": "Goal", "id": goal_id, "meta": _meta(uscore.GOAL), "lifecycleStatus": "active",
+        "achievementStatus": {"coding": [{"system": codes.GOAL_ACHIEVEMENT, "code": achievement}]},
+        "category": [{"coding": [{"system": GOAL_CATEGORY, "code": "behavioral", "display": "Behavioral"}]}],
+        "description": copy.deepcopy(description), "subject": subject, "startDate": period["start"],
+        "target": [{"dueDate": period["end"]}]})
 
 
 def _carried_goal(iop_goal: dict, subject: dict, ids: StepDownIds, period: dict) -> dict:
@@ -199,7 +202,7 @@ def _carried_goal(iop_goal: dict, subject: dict, ids: StepDownIds, period: dict)
     goal["extension"] = [{"url": GOAL_RELATIONSHIP, "extension": [
         {"url": "type", "valueCodeableConcept": predecessor},
         {"url": "target", "valueReference": ref("Goal", iop_goal["id"])}]}]
-    return goal
+    return uscore.narrate(goal)
 
 
 def _worth_carrying(goal: dict) -> bool:
@@ -230,8 +233,8 @@ def _narrative(period: dict, referrals: list[dict], checkins: list[CheckIn]) -> 
     services = "; ".join(r["code"]["text"] for r in referrals)
     dates = ", ".join(c.due.isoformat() for c in checkins)
     body = f"Aftercare from {period['start']} to {period['end']}. Referrals: {services}. Check-ins: {dates}."
-    return {"status": "generated", "div": f'<div xmlns="http://www.w3.org/1999/xhtml"><p>{html.escape(body)}</p></div>'}
+    return uscore.div(body)
 
 
-def _meta() -> dict:
-    return {"security": copy.deepcopy(codes.PART2_LABELS)}
+def _meta(profile: str) -> dict:
+    return {"security": copy.deepcopy(codes.PART2_LABELS), "profile": [profile]}

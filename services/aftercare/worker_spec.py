@@ -12,7 +12,7 @@ from shared.events.catalogue import AFTERCARE, CAREPLAN, ENCOUNTER, INTAKE
 from shared.events.outbox import Outbox
 from shared.events.worker import WorkerSpec
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import open_store
 
 TOPICS = [INTAKE, CAREPLAN, ENCOUNTER, AFTERCARE]
 # What aftercare acts on: its own effects, and what EHRs can subscribe to (not, say, every planned session).
@@ -21,11 +21,12 @@ HANDLED = sorted({"iop.careplan.graduated", "iop.encounter.finished", "iop.asses
 
 
 def worker_spec(settings: Settings) -> WorkerSpec:
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
     registry, handlers = build(settings)
     policy = RetryPolicy(settings.delivery_backoff_base_s, settings.delivery_backoff_cap_s,
                          timedelta(hours=settings.delivery_give_up_hours))
-    dispatcher = Dispatcher(store, Repository(registry), Outbox(settings.base_url), settings.base_url, policy)
+    dispatcher = Dispatcher(store, Repository(registry), Outbox(settings.base_url), settings.base_url, policy,
+                            claim_s=settings.work_claim_s)
 
     def sweep() -> None:
         with store.transaction() as tx:

@@ -22,7 +22,7 @@ from shared.events.worker import WorkerSpec
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore, Stored, Transaction
+from shared.fhir.store import Stored, Transaction, open_store
 from shared.fhir.util import now_instant, ref_id
 from shared.logs import get_logger
 
@@ -180,7 +180,7 @@ def review_task(careplan: Stored, signal: progress.AdjustmentSignal, patient_id:
 def worker_spec(settings: Settings, handlers: CarePlanHandlers | None = None) -> WorkerSpec:
     from services.careplan.resources import build_registry
 
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
     h = handlers or CarePlanHandlers(Repository(build_registry(settings)), Outbox(settings.base_url))
     return WorkerSpec(settings, store, topics=[INTAKE, ENCOUNTER], handlers={
         "iop.intake.assessed": h.on_intake_assessed,

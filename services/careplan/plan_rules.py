@@ -15,6 +15,7 @@ from typing import Any
 
 from services.careplan.assessment import WEEK_DAYS, Assessment, is_iop_admission
 from shared import codes
+from shared.fhir import uscore
 from shared.fhir.outcome import Issue
 
 PROGRAM_WEEKS = 8
@@ -142,7 +143,8 @@ def draft_plan(assessment: Assessment, start: date, ids: PlanIds) -> DraftPlan:
 def _goal(rule: GoalRule, assessment: Assessment, start: date, due: date, ids: PlanIds) -> dict[str, Any]:
     if rule.key not in ids.goals:
         raise ValueError(f"PlanIds has no id for the {rule.key!r} goal")
-    goal = {"resourceType": "Goal", "id": ids.goals[rule.key], "meta": labelled(), "lifecycleStatus": "active",
+    goal = {"resourceType": "Goal", "id": ids.goals[rule.key], "meta": labelled(uscore.GOAL),
+            "lifecycleStatus": "active",
             "achievementStatus": {"coding": [_code(codes.GOAL_ACHIEVEMENT, "in-progress", "In Progress")]},
             "category": [{"coding": [_code(GOAL_CATEGORY, "behavioral", "Behavioral")]}],
             "description": {"text": rule.text}, "subject": {"reference": f"Patient/{assessment.patient_id}"},
@@ -151,7 +153,7 @@ def _goal(rule: GoalRule, assessment: Assessment, start: date, due: date, ids: P
                                                         "dueDate": due.isoformat()}]}
     if rule.baseline_code in assessment.scores:
         goal["extension"] = [{"url": GOAL_BASELINE, "valueInteger": assessment.scores[rule.baseline_code]}]
-    return goal
+    return uscore.narrate(goal)
 
 
 def skill_modules(assessment: Assessment) -> list[str]:
@@ -237,7 +239,7 @@ def _activity(service: Service, days: list[str], time: str, start: date, end: da
 def _careplan(assessment: Assessment, start: date, end: date, ids: PlanIds, goals: dict[str, dict]) -> dict[str, Any]:
     goal_refs = {k: {"reference": f"Goal/{g['id']}", "display": g["description"]["text"]} for k, g in goals.items()}
     careplan = {
-        "resourceType": "CarePlan", "id": ids.careplan, "meta": labelled(),
+        "resourceType": "CarePlan", "id": ids.careplan, "meta": labelled(uscore.CAREPLAN),
         "identifier": [_source_identifier(assessment)], "status": "active", "intent": "plan",
         "category": [{"coding": [_code(codes.CAREPLAN_CATEGORY_US_CORE, "assess-plan",
                                        "Assessment and Plan of Treatment")]},
@@ -263,8 +265,9 @@ def _source_identifier(assessment: Assessment) -> dict[str, str]:
     return {"system": f"{codes.IOP_IDENTIFIER}/intake-assessment", "value": assessment.questionnaire_response_id}
 
 
-def labelled() -> dict[str, Any]:
-    return {"security": copy.deepcopy(codes.PART2_LABELS)}
+def labelled(profile: str | None = None) -> dict[str, Any]:
+    """The Part 2 labels, and the US Core profile the resource claims if it has one."""
+    return {"security": copy.deepcopy(codes.PART2_LABELS), **({"profile": [profile]} if profile else {})}
 
 
 def narrative(careplan: dict[str, Any]) -> dict[str, str]:

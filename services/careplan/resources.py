@@ -4,7 +4,7 @@ from __future__ import annotations
 from services.careplan.handlers import CarePlanHandlers
 from shared.config import Settings
 from shared.events.outbox import Outbox
-from shared.fhir import bulk, params
+from shared.fhir import bulk, params, uscore
 from shared.fhir.everything import EVERYTHING
 from shared.fhir.labels import label_part2
 from shared.fhir.operations import OperationParameter
@@ -20,7 +20,7 @@ def build_registry(settings: Settings) -> Registry:
                              after_write=[handlers.on_careplan_written],
                              doc="The personalised IOP plan; a PUT is a clinician's revision (reason in "
                                  "CarePlan.note) and emits iop.careplan.revised"))
-    registry.add(ResourceDef("Goal", params.GOAL, before_write=[label_part2]))
+    registry.add(ResourceDef("Goal", params.GOAL, before_write=[label_part2, uscore.refresh_narrative]))
     registry.add(ResourceDef("Task", params.TASK, before_write=[label_part2],
                              doc="Plan reviews the care team is asked for (missed sessions, worsening scores)"))
     registry.add_operation(Operation("graduate", "CarePlan", True, handlers.graduate,

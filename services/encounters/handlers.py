@@ -22,7 +22,7 @@ from shared.events.worker import WorkerSpec
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore, Stored, Transaction
+from shared.fhir.store import Store, Stored, Transaction, open_store
 from shared.fhir.util import ref_id
 from shared.logs import get_logger
 
@@ -57,13 +57,14 @@ class EncounterHandlers:
         """A plan created, revised or graduated: its sessions for the coming weeks, and remembered for the
         roll-forward. A plan no longer active (graduated, revoked) has its planned sessions cancelled."""
         careplan, patient_id = event.focus, event.key
+        tx.lock(PLAN_KEY + careplan["id"])  # one plan's schedule reconciled by one replica at a time
         episode = next((e["id"] for e in event.of_type("EpisodeOfCare")), None)
         active = careplan.get("status") == "active"
         tx.put_value(PLAN_KEY + careplan["id"], json.dumps({"careplan": careplan, "patient": patient_id,
                                                              "episode": episode}) if active else "")
         self.schedule(tx, careplan, patient_id, episode)
 
-    def roll_forward(self, store: SQLiteStore) -> int:
+    def roll_forward(self, store: Store) -> int:
         """Plan the sessions of the days that have come into the window since, for every active plan.
 
         Each plan in its own transaction, re-read inside it, so a revision consumed meanwhile is not undone.
@@ -73,6 +74,7 @@ class EncounterHandlers:
         for key in keys:
             try:
                 with store.transaction() as tx:
+                    tx.lock(key)
                     raw = tx.get_value(key)
                     if raw:
                         plan = json.loads(raw)
@@ -169,10 +171,15 @@ def handlers_for(settings: Settings, registry_repo: Repository | None = None) ->
 
 def worker_spec(settings: Settings) -> WorkerSpec:
     h = handlers_for(settings)
-    store = SQLiteStore(settings.database)
+    store = open_store(settings.database)
+
+    def roll_forward() -> None:
+        """Once per IOP_SCHEDULE_SWEEP_S across the worker replicas (run_worker claims the period)."""
+        h.roll_forward(store)
+
     return WorkerSpec(settings, store, topics=[CAREPLAN],
                       handlers={t: h.on_plan for t in ("iop.careplan.created", "iop.careplan.revised",
                                                        "iop.careplan.graduated")},
-                      jobs=[(float(settings.schedule_sweep_s), lambda: h.roll_forward(store))])
+                      jobs=[(float(settings.schedule_sweep_s), roll_forward)])
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from services.encounters.handlers import EncounterHandlers
 from shared.config import Settings
 from shared.events.outbox import Outbox
-from shared.fhir import bulk, params
+from shared.fhir import bulk, params, uscore
 from shared.fhir.everything import EVERYTHING
 from shared.fhir.labels import label_part2
 from shared.fhir.operations import OperationParameter as P
@@ -21,7 +21,8 @@ def build_registry(settings: Settings) -> Registry:
     registry = Registry("encounters")
     handlers = EncounterHandlers(Repository(registry), Outbox(settings.base_url),
                                  weeks_ahead=settings.schedule_weeks, program_tz=settings.program_tz)
-    registry.add(ResourceDef("Encounter", params.ENCOUNTER, before_write=[label_part2, handlers.check_workflow],
+    registry.add(ResourceDef("Encounter", params.ENCOUNTER,
+                             before_write=[label_part2, handlers.check_workflow, uscore.refresh_narrative],
                              after_write=[handlers.announce],
                              doc="Therapy, psychoeducation and check-in sessions; status planned → arrived → "
                                  "in-progress → finished, or cancelled with a reason (no-show among them)"))

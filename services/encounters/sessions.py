@@ -14,6 +14,7 @@ from typing import Any
 
 from services.encounters.workflow import check_transition, with_cancellation_reason
 from shared import codes
+from shared.fhir import uscore
 
 CAREPLAN_ACTIVITY = f"{codes.IOP_IDENTIFIER}/careplan-activity"  # value "<CarePlan id>/<activity index>"
 GROUP_SESSION = f"{codes.IOP_IDENTIFIER}/group-session"
@@ -79,7 +80,7 @@ def build_encounter(kind: str, patient_id: str, *, start: datetime, end: datetim
         raise ValueError(f"unknown session kind {kind!r} or a session time without a time zone")
     session = KINDS[kind]
     encounter = {"resourceType": "Encounter", **({"id": encounter_id} if encounter_id else {}),
-                 "meta": {"security": copy.deepcopy(codes.PART2_LABELS)},
+                 "meta": {"security": copy.deepcopy(codes.PART2_LABELS), "profile": [uscore.ENCOUNTER]},
                  "status": status, "class": dict(ENCOUNTER_CLASS[virtual]),
                  "type": [copy.deepcopy(session_type) if session_type else _type(session)],
                  "serviceType": {"coding": [dict(session.service_type)]},
@@ -91,7 +92,7 @@ def build_encounter(kind: str, patient_id: str, *, start: datetime, end: datetim
     issues = check_transition(None, encounter)
     if issues:
         raise ValueError("; ".join(i.diagnostics for i in issues))
-    return encounter
+    return uscore.narrate(encounter)
 
 
 def group_attendance(group_session_id: str, attendees: list[Attendee], *, start: datetime, end: datetime,

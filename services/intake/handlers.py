@@ -17,7 +17,7 @@ from shared.events.outbox import Outbox
 from shared.events.worker import WorkerSpec
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore, Stored, Transaction
+from shared.fhir.store import Store, Stored, Transaction, open_store
 from shared.fhir.util import now_instant, ref_id
 from shared.logs import get_logger
 
@@ -112,7 +112,7 @@ class IntakeHandlers:
         return Assessment(stored, recommendation, flag)
 
 
-def seed_questionnaires(store: SQLiteStore, repo: Repository, catalogue: dict[str, dict]) -> None:
+def seed_questionnaires(store: Store, repo: Repository, catalogue: dict[str, dict]) -> None:
     """Serve the catalogue read-only: store each Questionnaire once, again only when its file changed."""
     with store.transaction() as tx:
         for questionnaire in catalogue.values():
@@ -125,4 +125,4 @@ def seed_questionnaires(store: SQLiteStore, repo: Repository, catalogue: dict[st
 
 def worker_spec(settings: Settings) -> WorkerSpec:
     """Intake consumes nothing: its worker relays the outbox."""
-    return WorkerSpec(settings, SQLiteStore(settings.database))
+    return WorkerSpec(settings, open_store(settings.database))

@@ -1,7 +1,8 @@
 """FHIR R4 resources derived from a scored intake: score Observations, the recommendation, the safety Flag.
 
-Score Observations follow the US Core screening-assessment shape (category survey, the LOINC code of the
-total, never the panel code; derivedFrom the QuestionnaireResponse). The recommendation Observation is a
+Score Observations claim US Core 6.1.0 screening-assessment (category survey, the LOINC code of the total,
+never the panel code; performer the patient, who self-reported; derivedFrom the QuestionnaireResponse) and
+carry a generated narrative. The recommendation Observation is a
 contract the careplan service reads: its codes come from shared.codes and must not change here. Every
 resource carries the 42 CFR Part 2 security labels (DOMAIN.md 5.2). Ids are the caller's to assign.
 """
@@ -14,6 +15,7 @@ from typing import Any
 from services.intake.scoring import AuditCScore, CssrsScore, IntakeScores, ScreenScore
 from services.intake.triage import DISPOSITION_NAMES, LEVEL_NAMES, Findings, Recommendation
 from shared import codes
+from shared.fhir import uscore
 
 SCORE_BAND = f"{codes.CODE_BASE}/score-band"             # local: severity bands of the screens
 CSSRS_RISK_LEVEL = f"{codes.CODE_BASE}/cssrs-risk-level"  # local: none | low | moderate | high
@@ -60,7 +62,7 @@ def score_observation(score: ScreenScore, ctx: ObservationContext) -> dict[str, 
     notes = _notes(score)
     if notes:
         observation["note"] = [{"text": note} for note in notes]
-    return observation
+    return uscore.narrate(observation)
 
 
 def cssrs_observation(cssrs: CssrsScore, ctx: ObservationContext) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def cssrs_observation(cssrs: CssrsScore, ctx: ObservationContext) -> dict[str, A
         code, display = CSSRS_LOINC_ANSWERS[cssrs.risk]
         coding.append({"system": codes.LOINC, "code": code, "display": display})
     observation["valueCodeableConcept"] = {"coding": coding, "text": f"C-SSRS screener: {cssrs.risk} risk"}
-    return observation
+    return uscore.narrate(observation)
 
 
 def recommendation_observation(recommendation: Recommendation, findings: Findings, ctx: ObservationContext,
@@ -133,11 +135,12 @@ def _component(code: str, **value: Any) -> dict[str, Any]:
 def _survey(code: tuple[str, str, str], ctx: ObservationContext, complete: bool) -> dict[str, Any]:
     system, value, display = code
     return {
-        "resourceType": "Observation", "meta": _labels(),
+        "resourceType": "Observation", "meta": {**_labels(), "profile": [uscore.SCREENING_ASSESSMENT]},
         "status": "final" if complete else "preliminary",  # a partly answered screen is not a final score
         "category": [{"coding": [{"system": codes.OBSERVATION_CATEGORY, "code": "survey", "display": "Survey"}]}],
         "code": {"coding": [{"system": system, "code": value, "display": display}], "text": display},
         "subject": {"reference": ctx.patient_ref}, "effectiveDateTime": ctx.effective,
+        "performer": [{"reference": ctx.patient_ref}],  # the screens are self-report: the patient answered them
         "derivedFrom": [{"reference": ctx.qr_ref}],
     }
 

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from services.intake.questionnaires import IOP_INTAKE_URL, PHQ9_URL, is_enabled, iter_items, load_catalogue
+from shared.fhir import uscore
 
 LOINC = "http://loinc.org"
 YES = {"system": LOINC, "code": "LA33-6", "display": "Yes"}
@@ -53,10 +54,14 @@ def response(url: str, patient_ref: str, status: str = "completed", **overrides:
                if item["type"] not in ("group", "display")}
     answers |= {key.replace("_", "-"): value for key, value in overrides.items()}
     answers = {key: value for key, value in answers.items() if value is not None}
-    return {"resourceType": "QuestionnaireResponse", "status": status,
+    items = build_items(questionnaire["item"], answers)
+    answered = sum("answer" in item for item in iter_items(items))
+    summary = (f"Response to {questionnaire.get('title', questionnaire['url'])} (version {questionnaire['version']}): "
+               f"{status}, authored 2026-03-02T09:00:00Z, {answered} questions answered.")
+    return {"resourceType": "QuestionnaireResponse", "meta": {"profile": [uscore.QUESTIONNAIRE_RESPONSE]},
+            "text": uscore.div(summary), "status": status,
             "questionnaire": f"{questionnaire['url']}|{questionnaire['version']}",
-            "subject": {"reference": patient_ref}, "authored": "2026-03-02T09:00:00Z",
-            "item": build_items(questionnaire["item"], answers)}
+            "subject": {"reference": patient_ref}, "authored": "2026-03-02T09:00:00Z", "item": items}
 
 
 def phq9(scores: list[int]) -> dict[str, list]:
@@ -100,8 +105,9 @@ def intake_response(patient_ref: str, status: str = "completed", **overrides: li
 
 
 def patient(identifier: str | None = None) -> dict:
-    return {"resourceType": "Patient", "identifier": [{"system": PARTNER_SYSTEM,
-                                                       "value": identifier or uuid.uuid4().hex[:12]}],
+    return {"resourceType": "Patient", "meta": {"profile": [uscore.PATIENT]},
+            "text": uscore.div("Alex Testperson, female, born 1990-04-12."),
+            "identifier": [{"system": PARTNER_SYSTEM, "value": identifier or uuid.uuid4().hex[:12]}],
             "name": [{"family": "Testperson", "given": ["Alex"]}], "gender": "female", "birthDate": "1990-04-12"}
 
 

@@ -25,14 +25,14 @@ from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import IllegalStateError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from shared import metrics, tracing
 from shared.events import failures
 from shared.events.catalogue import BY_TYPE, DLQ_SUFFIX
 from shared.events.envelope import Event, InvalidEnvelope, current_trace, parse_event
 from shared.events.failures import PoisonMessage
 from shared.events.kafka import DELIVERY_TIMEOUT_MS, ProducerFactory, RenewableProducer
-from shared.fhir.store import SQLiteStore, Transaction
+from shared.fhir.store import Store, StoreUnavailable, Transaction
 from shared.logs import get_logger
-from shared.metrics import Metrics
 
 log = get_logger("iop.consumer")
 Handler = Callable[[Transaction, Event], None]
@@ -61,6 +61,9 @@ def _header(record, name: str) -> str | None:
     return next((v.decode("utf-8", "replace") for k, v in record.headers or [] if k == name), None)
 
 
+STORE_BACKOFF_S = (0.2, 5.0)  # first and longest wait before the records are tried again while the store is away
+
+
 @contextmanager
 def _savepoint_of(tx: Transaction) -> Iterator[Transaction]:
     with tx.savepoint():
@@ -82,13 +85,13 @@ class RunnerConfig:
 
 
 class ConsumerRunner:
-    def __init__(self, store: SQLiteStore, consumer: KafkaConsumer, make_producer: ProducerFactory,
-                 config: RunnerConfig, metrics: Metrics | None = None) -> None:
+    def __init__(self, store: Store, consumer: KafkaConsumer, make_producer: ProducerFactory,
+                 config: RunnerConfig) -> None:
         self.store, self.consumer, self.config = store, consumer, config
         # Its own producer, made at the first dead letter: most runners never need one.
         self.producer = RenewableProducer(make_producer)
-        self.metrics = metrics or Metrics()
         self.applied = self.skipped = self.dead_lettered = self.handler_errors = 0
+        self.store_waits = 0  # how many times the store was unavailable and the records were left to retry
         self._lag_at = 0.0
         self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -108,8 +111,12 @@ class ConsumerRunner:
             return True  # no effect to apply, so nothing to remember: no store transaction at all
         token = current_trace.set(event.traceparent)
         try:
-            with self.store.transaction() if tx is None else _savepoint_of(tx) as effect_tx:
+            with tracing.span(f"process {event.type}", tracing.SpanKind.CONSUMER, event.traceparent,
+                              {"messaging.system": "kafka", "messaging.consumer.group.name": self.config.group,
+                               "messaging.message.id": event.id, "cloudevents.event_type": event.type}) as span, \
+                    self.store.transaction() if tx is None else _savepoint_of(tx) as effect_tx:
                 if not effect_tx.mark_applied(self.config.group, event.id):
+                    span.set_attribute("iop.duplicate", True)
                     return False
                 handler(effect_tx, event)
             return True
@@ -141,6 +148,8 @@ class ConsumerRunner:
         attempt = 1
         error = failure if failure is not None else self._attempt(event)
         while error is not None:
+            if isinstance(error, StoreUnavailable):
+                raise error  # not the event's fault: nothing is dead-lettered or committed; run() backs off
             kind = failures.kind_of(error)
             if kind == failures.HANDLER_ERROR:
                 self.handler_error(record, event, error, attempt)
@@ -156,7 +165,7 @@ class ConsumerRunner:
 
     def _attempt(self, event: Event) -> Exception | None:
         try:
-            self.count(self.apply(event))
+            self.count(event, self.apply(event))
         except Exception as exc:  # noqa: BLE001 - the caller decides: dead letter, or another attempt
             return exc
         return None
@@ -167,18 +176,16 @@ class ConsumerRunner:
         log.error(failures.HANDLER_ERROR_LOG, exc_info=error, ce_id=event.id, ce_type=event.type,
                   group=self.config.group, topic=record.topic, partition=record.partition, offset=record.offset,
                   attempt=attempt, max_attempts=self.config.max_attempts)
-        self.metrics.inc("iop_handler_errors_total", {"group": self.config.group, "event_type": event.type})
-        try:  # kept in the store too: a worker has no /metrics of its own, its service's web process shows it
+        try:  # counted in the store: every web process of the service shows it (iop_handler_errors_total)
             with self.store.transaction() as tx:
                 failures.count_handler_error(tx, self.config.group, event.type)
         except Exception as exc:  # noqa: BLE001 - the count is for the operator; the event goes on regardless
             log.warning("handler error not counted", group=self.config.group, error=type(exc).__name__)
 
-    def count(self, applied: bool) -> None:
+    def count(self, event: Event, applied: bool) -> None:
         self.applied += applied
         self.skipped += not applied
-        self.metrics.inc("iop_events_consumed_total",
-                         {"group": self.config.group, "result": "applied" if applied else "duplicate"})
+        (metrics.EVENTS_APPLIED if applied else metrics.EVENTS_DUPLICATE).labels(self.config.group, event.type).inc()
 
     # -- the records of one poll -----------------------------------------------------------
     def process_batch(self, records: list) -> None:
@@ -203,8 +210,8 @@ class ConsumerRunner:
                 log.warning("batch commit failed; applying one by one", group=self.config.group,
                             error=type(exc).__name__)
                 failed, failure, results = 0, None, []
-            for applied in results:
-                self.count(applied)
+            for (_, event), applied in zip(ready, results, strict=False):
+                self.count(event, applied)
             if failed is None:
                 return
             self.process_event(*ready[failed], failure)
@@ -225,8 +232,7 @@ class ConsumerRunner:
             raise KafkaError(f"the dead letter to {record.topic}{DLQ_SUFFIX} was not acknowledged")
         self.dead_lettered += 1
         self._dead_lettered_since_commit = True
-        self.metrics.inc("iop_events_dead_lettered_total", {"group": self.config.group, "topic": record.topic,
-                                                           "kind": kind})
+        metrics.EVENTS_DEAD_LETTERED.labels(self.config.group, record.topic, kind).inc()
         # The reason stays in the DLQ with the event: it may quote the event's content, so it is not logged.
         log.warning("event dead-lettered", ce_id=ce_id, kind=kind, group=self.config.group, topic=record.topic,
                     partition=record.partition, offset=record.offset)
@@ -235,6 +241,8 @@ class ConsumerRunner:
     def poll_once(self, timeout_ms: int = 200, stop: threading.Event | None = None) -> int:
         batches = self.consumer.poll(timeout_ms=timeout_ms)
         records = [record for part in batches.values() for record in part]
+        for tp, part in batches.items():
+            metrics.EVENTS_CONSUMED.labels(self.config.group, tp.topic).inc(len(part))
         if stop is not None and stop.is_set():
             records = []  # fetched but not applied: never committed, so the group's next member gets them
         try:
@@ -305,21 +313,29 @@ class ConsumerRunner:
         if not assigned:
             return
         ends = self.consumer.end_offsets(list(assigned))
-        per_topic: dict[str, int] = {}
-        for tp in assigned:
-            position = self.consumer.position(tp)
-            per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, ends.get(tp, 0) - position)
+        # Per partition, in the store: any web process of the service shows it as iop_consumer_lag.
         with self.store.transaction() as tx:
-            for topic, lag in per_topic.items():
-                tx.put_value(f"lag:{self.config.group}:{topic}", str(lag))
+            for tp in assigned:
+                lag = max(0, ends.get(tp, 0) - self.consumer.position(tp))
+                tx.put_value(f"lag:{self.config.group}:{tp.topic}:{tp.partition}", str(lag))
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: poll, apply, commit. On stop, the record in hand is finished and committed."""
         log.info("consumer started", group=self.config.group, topics=",".join(self.config.topics))
+        store_backoff = 0.0
         try:
             while not stop.is_set():
                 try:
                     self.poll_once(self.config.poll_ms, stop)
+                    store_backoff = 0.0
+                except StoreUnavailable as exc:
+                    # The records of this poll are fetched again from their first offset once the store is back.
+                    self.store_waits += 1
+                    self.metrics.inc("iop_store_unavailable_total", {"group": self.config.group})
+                    store_backoff = min(max(store_backoff * 2, STORE_BACKOFF_S[0]), STORE_BACKOFF_S[1])
+                    log.warning("store unavailable, retrying the same records", group=self.config.group,
+                                reason=exc.reason, backoff_s=store_backoff)
+                    stop.wait(store_backoff)
                 except Exception as exc:  # noqa: BLE001 - broker restart, rebalance: keep going
                     log.warning("consumer loop error", group=self.config.group, error=type(exc).__name__)
                     stop.wait(1.0)

@@ -14,6 +14,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from shared import tracing
 from shared.events.catalogue import BY_TYPE, event_type
 from shared.fhir.outcome import FhirError
 from shared.fhir.store import OutboxEvent
@@ -76,7 +77,8 @@ def build_event(type_name: str, base: str, patient_id: str, focus: dict, context
               "entry": [_entry(base, focus), *(_entry(base, r) for r in context)]}
     headers = [("ce_specversion", SPEC_VERSION), ("ce_id", str(uuid.uuid4())), ("ce_source", et.source),
                ("ce_type", et.type), ("ce_time", now_instant()), ("ce_subject", subject),
-               ("content-type", CONTENT_TYPE), ("traceparent", new_traceparent(current_trace.get()))]
+               ("content-type", CONTENT_TYPE),
+               ("traceparent", tracing.traceparent() or new_traceparent(current_trace.get()))]
     return OutboxEvent(et.topic, patient_id, headers, json.dumps(bundle, separators=(",", ":"), ensure_ascii=False))
 
 

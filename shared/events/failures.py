@@ -8,6 +8,9 @@ Each record in `<topic>.dlq` carries its kind in the `dlq_kind` header:
 | `poison` | the handler's verdict that the event can never be applied (`PoisonMessage`) | no |
 | `refused` | the handler refused the event's content on purpose (a `FhirError`) | no |
 | `unavailable` | the store stayed busy or a dependency down through every attempt | yes |
+
+A store that cannot be reached at all (`StoreUnavailable`: PostgreSQL down, a pool or statement timeout) is
+no dead letter of any kind: the runner stops, commits nothing, backs off and applies the same records again.
 | `handler-error` | any other exception: a defect of the handler, not of the event | yes |
 
 The first three are the event's fault: the DLQ is their place. The last two need a look, and a replay once
@@ -20,7 +23,7 @@ import sqlite3
 from kafka.errors import KafkaError
 
 from shared.fhir.outcome import FhirError
-from shared.fhir.store import SQLiteStore, Transaction
+from shared.fhir.store import Store, StoreUnavailable, Transaction
 
 INVALID_ENVELOPE, POISON, REFUSED, UNAVAILABLE, HANDLER_ERROR = (
     "invalid-envelope", "poison", "refused", "unavailable", "handler-error")
@@ -38,6 +41,8 @@ class PoisonMessage(Exception):
 def kind_of(exc: BaseException) -> str:
     if isinstance(exc, PoisonMessage):
         return POISON
+    if isinstance(exc, StoreUnavailable):  # a FhirError (503) for the web; for a consumer, the moment's fault
+        return UNAVAILABLE
     if isinstance(exc, FhirError):
         return REFUSED
     if isinstance(exc, sqlite3.OperationalError):
@@ -54,16 +59,10 @@ def count_handler_error(tx: Transaction, group: str, event_type: str) -> None:
     tx.put_value(key, str(int(tx.get_value(key) or 0) + 1))
 
 
-def handler_errors(store: SQLiteStore) -> dict[tuple[str, str], int]:
+def handler_errors(store: Store) -> dict[tuple[str, str], int]:
     """(group, event type) → how many handler errors the service's consumers have met."""
     counts = {}
     for name, value in store.values_with_prefix(_COUNT):
         group, _, event_type = name.removeprefix(_COUNT).partition(":")
         counts[(group, event_type)] = int(value)
     return counts
-
-
-def handler_error_gauges(store: SQLiteStore) -> dict[tuple[str, tuple], float]:
-    """The counts as `iop_handler_errors_total{group,event_type}`, for a web process's /metrics."""
-    return {("iop_handler_errors_total", (("event_type", t), ("group", g))): float(n)
-            for (g, t), n in handler_errors(store).items()}

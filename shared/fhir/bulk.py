@@ -28,6 +28,7 @@ from shared.fhir.grants import granted, require
 from shared.fhir.interactions import FhirApi, visible
 from shared.fhir.operations import OperationParameter
 from shared.fhir.outcome import FhirError, Issue
+from shared.fhir.patients import caller_patient
 from shared.fhir.query import parse_query
 from shared.fhir.registry import Operation
 from shared.fhir.store import Store
@@ -61,6 +62,7 @@ class Job:
     since: str | None = None
     type_filters: dict[str, list[str]] = field(default_factory=dict)
     group: str | None = None
+    patient: str | None = None  # a patient-bound caller's export: that patient's compartment alone
     status: str = "in-progress"  # in-progress | complete | failed | cancelled
     progress: str = "queued"
     output: list[dict[str, Any]] = field(default_factory=list)
@@ -81,7 +83,8 @@ def owner() -> dict[str, str | None]:
     principal = current_principal.get()
     if principal is None:
         return {"subject": None, "client": None, "partner": None}
-    return {"subject": principal.subject, "client": principal.client_id, "partner": principal.partner}
+    found = {"subject": principal.subject, "client": principal.client_id, "partner": principal.partner}
+    return {**found, "patient": principal.patient} if principal.patient else found
 
 
 def _bad(message: str, expression: str | None = None, code: str = "invalid") -> FhirError:
@@ -120,6 +123,10 @@ def kick_off(api: FhirApi, kind: str, args: list[tuple[str, str]], body: dict[st
              headers: dict[str, str], url: str, group: str | None = None) -> tuple[int, None, dict[str, str]]:
     if "respond-async" not in headers.get("Prefer", ""):
         raise _bad("$export runs asynchronously: send Prefer: respond-async", code="not-supported")
+    patient = caller_patient()
+    if patient is not None and kind != "patient":
+        raise FhirError.single(403, "a token bound to one patient may export its own compartment only "
+                                    "(Patient/$export)", code="forbidden")
     given = _given(args, body)
     one = {k: v for k, v in given if k != "_typeFilter"}
     if one.get("_outputFormat", NDJSON) not in OUTPUT_FORMATS:
@@ -132,7 +139,7 @@ def kick_off(api: FhirApi, kind: str, args: list[tuple[str, str]], body: dict[st
     job = Job(str(uuid.uuid4()), owner(), url, kind, list(types), now_instant(),
               since=since_condition(one["_since"])[1][0] if "_since" in one else None,
               type_filters=_type_filters(api, [v for k, v in given if k == "_typeFilter"], list(types)),
-              group=group)
+              group=group, patient=patient)
     job.runner, job.heartbeat = str(uuid.uuid4()), time.time()
     job.save(api.store)
     Exporter(api).start(job)
@@ -229,6 +236,8 @@ class Exporter:
             members = group_members(self.api.store, job.group or "")
             param = compartment_types(self.api.registry).get(rtype)
             scopes = [[of_patients(rtype, param, members[i:i + 500])] for i in range(0, len(members), 500)]
+        if job.patient:
+            scopes = [[of_patients(rtype, compartment_types(self.api.registry).get(rtype), [job.patient])]]
         return [[*base, *f, *s] for f in filters for s in scopes]
 
     def _write_type(self, job: Job, rtype: str, path: Path) -> int:

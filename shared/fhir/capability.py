@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.fhir import uscore
 from shared.fhir.includes import targets_of
 from shared.fhir.registry import Operation, Registry
 from shared.fhir.util import now_instant
@@ -28,6 +29,8 @@ def _resource(registry: Registry, rtype: str) -> dict[str, Any]:
         "searchParam": [{"name": p.name, "type": "token" if p.kind == "token" else p.kind,
                          **({"documentation": p.doc} if p.doc else {})} for p in rdef.all_params],
     }
+    if profiles := uscore.supported_profiles(rtype):
+        entry["supportedProfile"] = profiles
     if includes := search_includes(registry, rtype):
         entry["searchInclude"] = includes
     if revincludes := search_revincludes(registry, rtype):
@@ -80,5 +83,7 @@ def capability_statement(registry: Registry, base: str, software_version: str,
         "implementation": {"description": f"iop-suite {registry.service} service", "url": base},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "application/json"],
+        **({"implementationGuide": [uscore.IMPLEMENTATION_GUIDE]}
+           if any(uscore.supported_profiles(t) for t in registry.types) else {}),
         "rest": [rest],
     }

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from shared.fhir.partners import PARTNER_TAG
+from shared.fhir.patients import patient_where
 from shared.fhir.registry import TAG_PARAM, Registry, ResourceDef
 from shared.fhir.search import condition, reference_in
 from shared.fhir.store import Store, Stored
@@ -26,9 +27,10 @@ def compartment_types(registry: Registry) -> dict[str, str | None]:
 
 
 def confined(rdef: ResourceDef) -> list[tuple[str, list]]:
-    """The caller's partner rule as a condition: a partner reads only its own."""
+    """The caller's partner and patient rules as conditions: a partner reads only its own, a patient-bound token
+    only its patient's compartment."""
     partner = rdef.confined_to("r")
-    return [condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}")] if partner else []
+    return [*([condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}")] if partner else []), *patient_where(rdef)]
 
 
 def of_patients(rtype: str, param: str | None, patients: list[str]) -> tuple[str, list]:

@@ -13,6 +13,7 @@ from shared.fhir.interactions import FhirApi, visible
 from shared.fhir.numbers import parse_int
 from shared.fhir.operations import OperationParameter
 from shared.fhir.outcome import FhirError, Issue
+from shared.fhir.patients import caller_patient
 from shared.fhir.query import DEFAULT_COUNT, MAX_COUNT, MAX_OFFSET
 from shared.fhir.registry import Operation
 from shared.fhir.store import Page, Stored
@@ -57,6 +58,8 @@ def everything(api: FhirApi, rid: str | None = None, args: list[tuple[str, str]]
                body: dict[str, Any] | None = None, **_: Any) -> tuple[int, dict]:
     check_id(rid or "")
     given = _arguments(list(args), body)
+    if caller_patient() not in (None, rid):  # a patient app's own record only, as if no other existed
+        raise FhirError.single(404, f"Patient/{rid} is not known", code="not-found")
     if "Patient" in api.registry.types:
         patient = api.store.read("Patient", rid)
         if patient is None or patient.deleted or not visible(api.registry.types["Patient"], patient):

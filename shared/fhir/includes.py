@@ -15,6 +15,7 @@ from shared.fhir.elements import reference_targets
 from shared.fhir.grants import granted, require
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.partners import PARTNER_TAG, owned_by
+from shared.fhir.patients import patient_sees, patient_where
 from shared.fhir.registry import TAG_PARAM, Registry, ResourceDef
 from shared.fhir.search import SearchParam, condition, reference_in, values_at
 from shared.fhir.store import Store, Stored
@@ -83,6 +84,7 @@ def readable(registry: Registry, rtype: str, permission: str = "r") -> bool:
         return False
     try:
         registry.types[rtype].confined_to(permission)
+        patient_where(registry.types[rtype])
     except FhirError:
         return False
     return True
@@ -111,7 +113,7 @@ def _chunks(items: list[str]) -> Iterable[list[str]]:
 
 def _partner_where(rdef: ResourceDef) -> list[tuple[str, list]]:
     partner = rdef.confined_to("r")
-    return [condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}")] if partner else []
+    return [*([condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}")] if partner else []), *patient_where(rdef)]
 
 
 def _referenced(inc: Include, frontier: list[Stored]) -> dict[str, list[str]]:
@@ -177,5 +179,6 @@ class Includer:
     def _visible(self, stored: Stored) -> bool:
         if not readable(self.registry, stored.type):
             return False
-        partner = self.registry.types[stored.type].confined_to("r")
-        return partner is None or owned_by(stored.resource, partner)
+        rdef = self.registry.types[stored.type]
+        partner = rdef.confined_to("r")
+        return (partner is None or owned_by(stored.resource, partner)) and patient_sees(rdef, stored.resource)

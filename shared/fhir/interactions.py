@@ -16,6 +16,7 @@ from shared.fhir.numbers import MAX_NUMBER, whole_number
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.partners import PARTNER_TAG, PartnerAccess, caller_partner, owned_by, refused
 from shared.fhir.patch import patched
+from shared.fhir.patients import caller_patient, patient_sees, patient_where
 from shared.fhir.query import parse_history, parse_query
 from shared.fhir.registry import TAG_PARAM, Registry, Repository, ResourceDef
 from shared.fhir.search import condition
@@ -32,9 +33,10 @@ class Response:
 
 
 def visible(rdef: ResourceDef, stored: Stored) -> bool:
-    """Whether the caller may see this resource: a referral partner sees only its own of the types it owns."""
+    """Whether the caller may see this resource: a referral partner sees only its own of the types it owns, a
+    patient-bound token only its patient's compartment."""
     partner = rdef.confined_to("r")
-    return partner is None or owned_by(stored.resource, partner)
+    return (partner is None or owned_by(stored.resource, partner)) and patient_sees(rdef, stored.resource)
 
 
 def parse_etag(raw: str | None) -> int | None:
@@ -102,6 +104,7 @@ class FhirApi:
         partner = rdef.confined_to("s")
         if partner is not None:  # a referral partner sees only its own submissions
             q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
+        q.where.extend(patient_where(rdef, "search"))  # a patient app, only its own compartment
         counted = q.total != "none"
         # Uncounted, one match more than the page tells whether a next page exists.
         page = self.store.search(rtype, q.where, q.order, q.count + (0 if counted else 1), q.offset, total=counted)
@@ -123,8 +126,14 @@ class FhirApi:
                 raise FhirError.single(404, f"{rtype}/{rid} is not known", code="not-found")
         elif caller_partner() is not None and (rdef is None or rdef.partner is not PartnerAccess.READ):
             raise refused("read the history of resources other than its own")  # it would list other partners'
+        elif caller_patient() is not None and (rdef is None or patient_where(rdef, "read the history of")):
+            raise FhirError.single(403, "a token bound to one patient may read the history of one resource only",
+                                   code="forbidden")  # a type's history would list other patients' versions
         q = parse_history(items, strict)
         page = self.store.history(rtype, rid, q.since, q.count, q.offset)
+        if rdef is not None and caller_patient() is not None:  # a version from before it was the patient's
+            kept = [s for s in page.items if s.deleted or patient_sees(rdef, s.resource)]
+            page = Page(None if page.total is None else page.total - (len(page.items) - len(kept)), kept)
         url = "/".join(p for p in (self.base, rtype, rid, "_history") if p)
         return Response(200, bundles.history(self.base, url, page, q.count, q.offset, q.used))
 
@@ -138,6 +147,7 @@ class FhirApi:
         partner = rdef.confined_to("s")
         if partner is not None:
             q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
+        q.where.extend(patient_where(rdef, "search"))
         return self.store.search(rtype, q.where, q.order, 2, 0).items
 
     # -- write side ------------------------------------------------------------------------
@@ -150,6 +160,7 @@ class FhirApi:
             raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
         if_none_exist = if_none_exist or rdef.natural_criteria(resource)
         if if_none_exist:
+            tx.lock(criteria_lock(rtype, if_none_exist))  # two creates with one query: the second finds the first
             matches = self.find(rtype, if_none_exist)
             if len(matches) > 1:
                 raise FhirError.single(412, "If-None-Exist matched more than one resource", code="duplicate")
@@ -176,6 +187,7 @@ class FhirApi:
         is updated, several are 412."""
         if self.registry.get(rtype).read_only:
             raise FhirError.single(405, f"{rtype} is read-only here", code="not-supported")
+        tx.lock(criteria_lock(rtype, criteria))
         matches = self.find(rtype, criteria)
         if len(matches) > 1:
             raise FhirError.single(412, "the conditional update's criteria match more than one resource",
@@ -226,6 +238,11 @@ class FhirApi:
         check_id(rid)
         self.repo.delete(tx, rtype, rid)
         return Response(204)
+
+
+def criteria_lock(rtype: str, criteria: str) -> str:
+    """The lock name of a conditional request's query, the same whatever the order of its parameters."""
+    return f"criteria:{rtype}?" + "&".join(sorted(criteria.split("&")))
 
 
 def shape_entries(bundle: dict[str, Any], summary: str | None, elements: frozenset[str] | None) -> dict[str, Any]:

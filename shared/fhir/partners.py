@@ -72,8 +72,11 @@ def not_known(rtype: str, rid: str) -> FhirError:
 
 
 def idempotency_scope(scope: str) -> str:
-    """A partner repeating a request finds its own first answer only, never another caller's."""
+    """A partner (or a patient app) repeating a request finds its own first answer only, never another caller's."""
     partner = caller_partner()
+    principal = current_principal.get()
+    if principal is not None and principal.patient:
+        return f"{scope}@patient:{principal.patient}"
     return scope if partner is None else f"{scope}@partner:{partner}"
 
 

@@ -11,6 +11,7 @@ from shared.fhir.includes import Include, parse_include, searchable, targets_of
 from shared.fhir.numbers import parse_int
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.partners import PARTNER_TAG
+from shared.fhir.patients import patient_where
 from shared.fhir.registry import TAG_PARAM, Registry, ResourceDef
 from shared.fhir.search import chain_condition, condition, date_bounds, date_sql, has_condition
 
@@ -87,7 +88,8 @@ def _unsupported(key: str, message: str) -> FhirError:
 def _confined(rdef: ResourceDef) -> list[tuple[str, list]]:
     """The condition confining a referral partner to its own resources of a type it searches indirectly."""
     partner = rdef.confined_to("s")
-    return [condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}")] if partner else []
+    return [*([condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}")] if partner else []),
+            *patient_where(rdef, "search")]
 
 
 def _criterion(rdef: ResourceDef, name: str, modifier: str, raw: str, why: str) -> tuple[str, list]:

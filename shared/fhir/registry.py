@@ -24,6 +24,8 @@ from shared.fhir.partners import (
     refused,
     tag_partner,
 )
+from shared.fhir.patients import caller_patient, check_write
+from shared.fhir.patients import refused as refused_to_patient
 from shared.fhir.search import SearchParam, index_rows
 from shared.fhir.store import Stored, Transaction
 from shared.fhir.validation import validate_resource
@@ -175,6 +177,7 @@ class Repository:
         partner = rdef.confined_to("c" if creating else "u")
         if partner is not None:
             self._confine(tx, rdef, rid, resource, previous, creating, partner)
+        check_write(rdef, {**resource, "id": rid}, live_previous.resource if live_previous else None)
         for rule in rdef.before_write:
             rule(tx, resource, live_previous)
         body = {k: v for k, v in resource.items() if k != "meta"}
@@ -204,6 +207,10 @@ class Repository:
         partner = rdef.confined_to("d")
         if partner is not None and (current is None or not owned_by(current.resource, partner)):
             raise not_known(rtype, rid)  # a partner's delete of what does not exist answers the same
+        if caller_patient() is not None:  # a patient app deletes only what is in its compartment, and exists
+            if current is None or current.deleted:
+                raise refused_to_patient(f"delete {rtype} outside its own compartment")
+            check_write(rdef, None, current.resource)
         if current is not None and not current.deleted:
             for rule in rdef.before_delete:
                 rule(tx, current)

@@ -131,9 +131,9 @@ def reference_condition(name: str, raw: str, target: str | None) -> tuple[str, l
         elif target:
             alternatives.append("s.value=?")
             args.append(f"{target}/{value}")
-        else:  # a bare id, of any type; GLOB because ids are case-sensitive and LIKE is not
-            alternatives.append("s.value GLOB ?")
-            args.append("*/" + "".join(f"[{c}]" if c in "*?[" else c for c in value))
+        else:  # a bare id, of any type: the value ends in `/id`, compared as it is (ids are case-sensitive)
+            alternatives.append("substr(s.value, length(s.value) - ?) = ?")
+            args += [len(value), "/" + value]
     return _SUB + "(" + " OR ".join(alternatives) + "))", args
 
 

@@ -3,14 +3,17 @@
 One transaction covers resource writes, their search index rows, outbox events, the
 `ce_id`s a consumer has applied and idempotency records, so that a resource change and the
 events it causes commit together (transactional outbox) and a consumer's effect and its
-dedupe mark commit together (exactly-once effect). A PostgreSQL adapter implements the
-same two classes and passes the same contract tests (tests/integration/test_store_contract.py).
+dedupe mark commit together (exactly-once effect). The PostgreSQL adapter (shared/fhir/store_pg.py)
+implements the same two classes and passes the same contract tests (tests/integration/test_store_contract.py);
+`open_store` picks one from a locator: a `postgresql://` URL, or else a SQLite file path. Both create and
+migrate their schema themselves (shared/fhir/migrations.py).
 """
 from __future__ import annotations
 
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -18,38 +21,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shared.config import SQLITE_SYNCHRONOUS, sqlite_synchronous
-from shared.fhir.outcome import FhirError
+from shared.fhir.migrations import migrate_sqlite
+from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.util import now_instant
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS resource (
-  type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL, last_updated TEXT NOT NULL,
-  deleted INTEGER NOT NULL DEFAULT 0, created_seq INTEGER NOT NULL, json TEXT NOT NULL,
-  PRIMARY KEY (type, id));
-CREATE TABLE IF NOT EXISTS history (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, type TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
-  last_updated TEXT NOT NULL, deleted INTEGER NOT NULL, method TEXT NOT NULL, json TEXT NOT NULL,
-  UNIQUE (type, id, version));
-CREATE TABLE IF NOT EXISTS search_index (
-  type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, system TEXT, value TEXT,
-  date_lo TEXT, date_hi TEXT);
-CREATE INDEX IF NOT EXISTS search_by_value ON search_index (type, param, value);
-CREATE INDEX IF NOT EXISTS search_by_resource ON search_index (type, id);
-CREATE TABLE IF NOT EXISTS outbox (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key TEXT NOT NULL, headers TEXT NOT NULL,
-  value TEXT NOT NULL, created_at TEXT NOT NULL, sent_at TEXT);
-CREATE INDEX IF NOT EXISTS outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
-CREATE TABLE IF NOT EXISTS applied_event (
-  consumer TEXT NOT NULL, ce_id TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (consumer, ce_id));
-CREATE TABLE IF NOT EXISTS idempotency (
-  scope TEXT NOT NULL, key TEXT NOT NULL, response TEXT NOT NULL, PRIMARY KEY (scope, key));
-CREATE TABLE IF NOT EXISTS kv (name TEXT PRIMARY KEY, value TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS work_item (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, queue TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
-  not_before TEXT NOT NULL, number INTEGER, body TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS work_by_queue ON work_item (queue, status, seq);
-CREATE INDEX IF NOT EXISTS work_due ON work_item (status, not_before);
-"""
+PG_SCHEMES = ("postgresql://", "postgres://")
+
+
+class StoreUnavailable(FhirError):
+    """The store cannot be reached or did not answer in time: 503 with Retry-After, a transient failure.
+
+    A request may be sent again; a consumer retries the same records without dead-lettering them.
+    """
+
+    def __init__(self, reason: str, retry_after_s: int = 1) -> None:
+        super().__init__(503, [Issue(f"the store is unavailable ({reason}); the request was not applied, "
+                                     "try again", code="transient")], {"Retry-After": str(retry_after_s)})
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -110,6 +98,7 @@ class Page:
 
 class Transaction(Protocol):
     def savepoint(self) -> AbstractContextManager[None]: ...
+    def lock(self, name: str) -> None: ...
     def read(self, rtype: str, rid: str) -> Stored | None: ...
     def write(self, rtype: str, rid: str, resource: dict, index: list[IndexRow],
               expected_version: int | None = None) -> Stored: ...
@@ -125,6 +114,8 @@ class Transaction(Protocol):
     def values_with_prefix(self, prefix: str) -> list[tuple[str, str]]: ...
     def enqueue(self, queue: str, body: dict, status: str = "queued") -> int: ...
     def update_work(self, seq: int, status: str, attempts: int, not_before: str, number: int | None = None) -> None: ...
+    def compare_and_set(self, name: str, expected: str | None, value: str) -> bool: ...
+    def holds_lease(self, name: str, holder: str, fence: int) -> bool: ...
 
 
 class Store(Protocol):
@@ -143,6 +134,12 @@ class Store(Protocol):
     def queues_due(self, status: str, now: str) -> list[str]: ...
     def data_version(self) -> int: ...
     def ping(self) -> None: ...
+    def claim_lease(self, name: str, holder: str, ttl_s: float) -> int | None: ...
+    def renew_lease(self, name: str, holder: str, fence: int, ttl_s: float) -> bool: ...
+    def release_lease(self, name: str, holder: str, fence: int) -> None: ...
+    def lease(self, name: str) -> tuple[str, int, float] | None: ...
+    def mark_sent_fenced(self, seqs: list[int], lease_name: str, holder: str, fence: int) -> bool: ...
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> Any: ...
 
 
 def _row_to_stored(row: sqlite3.Row, method: str = "PUT") -> Stored:
@@ -168,6 +165,10 @@ class SQLiteTransaction:
             self.conn.execute(f"RELEASE {name}")
             raise
         self.conn.execute(f"RELEASE {name}")
+
+    def lock(self, name: str) -> None:
+        """Hold `name` until the transaction ends, so that two transactions locking one name run one after the
+        other (a conditional create's query). SQLite's transactions already do: BEGIN IMMEDIATE."""
 
     def read(self, rtype: str, rid: str) -> Stored | None:
         row = self.conn.execute("SELECT * FROM resource WHERE type=? AND id=?", (rtype, rid)).fetchone()
@@ -265,6 +266,22 @@ class SQLiteTransaction:
         self.conn.execute("UPDATE work_item SET status=?, attempts=?, not_before=?, number=coalesce(?, number),"
                           " updated_at=? WHERE seq=?", (status, attempts, not_before, number, now_instant(), seq))
 
+    def compare_and_set(self, name: str, expected: str | None, value: str) -> bool:
+        """Set kv `name` to `value` only if it still holds `expected` (None: absent); False when it did not."""
+        if expected is None:
+            cur = self.conn.execute("INSERT INTO kv (name, value, updated_at) VALUES (?,?,?) ON CONFLICT (name)"
+                                    " DO NOTHING", (name, value, now_instant()))
+        else:
+            cur = self.conn.execute("UPDATE kv SET value=?, updated_at=? WHERE name=? AND value=?",
+                                    (value, now_instant(), name, expected))
+        return cur.rowcount == 1
+
+    def holds_lease(self, name: str, holder: str, fence: int) -> bool:
+        """Whether `holder` still holds lease `name` with this fence: nobody has taken it over since."""
+        row = self.conn.execute("SELECT 1 FROM lease WHERE name=? AND holder=? AND fence=?",
+                                (name, holder, fence)).fetchone()
+        return row is not None
+
 
 class SQLiteStore:
     """One SQLite file per service, WAL mode, one connection per thread.
@@ -282,8 +299,7 @@ class SQLiteStore:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         self._write_lock = threading.RLock()
-        with self._conn() as conn:
-            conn.executescript(SCHEMA)
+        migrate_sqlite(self._conn())
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -388,8 +404,95 @@ class SQLiteStore:
     def ping(self) -> None:
         self._conn().execute("SELECT 1").fetchone()
 
+    # -- replicas: leases, fenced marks, the commit watch ---------------------------------------
+    def claim_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Take lease `name` for `ttl_s` seconds if it is free or expired; its fence number, or None when another
+        holder has it. A holder asking again while it still holds it keeps its fence, with a new expiry."""
+        now = time.time()
+        row = self._conn().execute("SELECT holder, fence, expires_at FROM lease WHERE name=?", (name,)).fetchone()
+        if row is not None and row["expires_at"] > now and row["holder"] != holder:
+            return None  # the common case of a standby: no write
+        with self.transaction() as tx:
+            row = tx.conn.execute("SELECT holder, fence, expires_at FROM lease WHERE name=?", (name,)).fetchone()
+            if row is None:
+                tx.conn.execute("INSERT INTO lease (name, holder, fence, expires_at) VALUES (?,?,1,?)",
+                                (name, holder, now + ttl_s))
+                return 1
+            if row["expires_at"] > now:
+                if row["holder"] != holder:
+                    return None
+                tx.conn.execute("UPDATE lease SET expires_at=? WHERE name=?", (now + ttl_s, name))
+                return row["fence"]
+            tx.conn.execute("UPDATE lease SET holder=?, fence=?, expires_at=? WHERE name=?",
+                            (holder, row["fence"] + 1, now + ttl_s, name))
+            return row["fence"] + 1
+
+    def renew_lease(self, name: str, holder: str, fence: int, ttl_s: float) -> bool:
+        """Extend a lease still held with this fence; False when it was taken over (the holder must stop)."""
+        with self.transaction() as tx:
+            cur = tx.conn.execute("UPDATE lease SET expires_at=? WHERE name=? AND holder=? AND fence=?",
+                                  (time.time() + ttl_s, name, holder, fence))
+            return cur.rowcount == 1
+
+    def release_lease(self, name: str, holder: str, fence: int) -> None:
+        """Give a lease up at once (a clean stop), so another replica need not wait for it to expire."""
+        with self.transaction() as tx:
+            tx.conn.execute("UPDATE lease SET expires_at=0 WHERE name=? AND holder=? AND fence=?",
+                            (name, holder, fence))
+
+    def lease(self, name: str) -> tuple[str, int, float] | None:
+        """(holder, fence, expires_at as Unix time) of a lease, for status and tests."""
+        row = self._conn().execute("SELECT holder, fence, expires_at FROM lease WHERE name=?", (name,)).fetchone()
+        return (row["holder"], row["fence"], row["expires_at"]) if row else None
+
+    def mark_sent_fenced(self, seqs: list[int], lease_name: str, holder: str, fence: int) -> bool:
+        """mark_sent, only while `holder` holds the lease with this fence; False (nothing marked) once deposed."""
+        with self.transaction() as tx:
+            if not tx.holds_lease(lease_name, holder, fence):
+                return False
+            tx.conn.executemany("UPDATE outbox SET sent_at=? WHERE seq=?", [(now_instant(), s) for s in seqs])
+        return True
+
+    def commit_watch(self, poll_s: float = 0.005, what: str = "outbox") -> SQLiteCommitWatch:
+        """A doorbell that rings when another connection commits (for the calling thread only); on SQLite any
+        commit rings it, whatever it added (`what`: "outbox" rows or "work" items)."""
+        return SQLiteCommitWatch(self, poll_s)
+
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+class SQLiteCommitWatch:
+    """Notices commits of other connections by SQLite's `data_version`, which changes on each of them."""
+
+    def __init__(self, store: SQLiteStore, poll_s: float) -> None:
+        self.store, self.poll_s = store, poll_s
+        self._seen: int | None = None
+
+    def wait(self, stop: threading.Event, timeout_s: float) -> bool:
+        """Wait up to timeout_s (or until `stop`) for a commit since the last call; True when one happened."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            version = self.store.data_version()
+            if version != self._seen:
+                first, self._seen = self._seen is None, version
+                if not first:
+                    return True
+            if time.monotonic() >= deadline or stop.wait(self.poll_s):
+                return False
+
+
+def is_postgresql(target: str | Path) -> bool:
+    return str(target).startswith(PG_SCHEMES)
+
+
+def open_store(target: str | Path) -> Store:
+    """The store a service's IOP_<SERVICE>_DB names: a `postgresql://` URL, or else a SQLite file path."""
+    if is_postgresql(target):
+        from shared.fhir.store_pg import PostgresStore
+
+        return PostgresStore(str(target))
+    return SQLiteStore(target)

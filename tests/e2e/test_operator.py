@@ -21,3 +21,6 @@ def test_iop_status_reports_services_broker_lag_dead_letters_and_subscriptions(s
         assert group in out.stdout
     assert "iop.careplan.events.dlq" in out.stdout and "EHR subscriptions in error:" in out.stdout
     assert "could not read" not in out.stdout, out.stdout
+    # These processes are the tests' own, not supervisord's: no replica is listed as if it were supervised.
+    assert out.stdout.startswith("processes: none under supervisord for this var dir\n"), out.stdout
+    assert "consumer group members:\n  iop-" in out.stdout, out.stdout

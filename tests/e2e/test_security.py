@@ -49,10 +49,10 @@ def test_a_missing_scope_is_403_and_each_interaction_needs_its_own(suite) -> Non
     bundle = partner_submission()
     only_patients = session("system/Patient.c system/Patient.s")
     assert only_patients.post(INTAKE, json=bundle, headers=JSON, timeout=10).status_code == 403
-    patient_app = session("launch/patient patient/*.read")  # would need a patient compartment: refused, not widened
+    patient_app = session("launch/patient patient/*.read")  # bound to no patient: refused, not widened
     refused = patient_app.get(f"{CAREPLAN}/CarePlan", timeout=5)
     assert refused.status_code == 403
-    assert "patient/ scopes are not accepted" in refused.json()["issue"][0]["diagnostics"]
+    assert "bound to one patient by a patient claim" in refused.json()["issue"][0]["diagnostics"]
 
 
 def test_a_referral_partner_sees_only_its_own_submissions(suite) -> None:

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from services.aftercare.samples import subscription
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store
 from tests.e2e.test_journey import JSON
 from tests.support.auth import http
 from tests.support.interrupting_endpoint import InterruptingEndpoint
 from tests.support.ports import port
+from tests.support.postgres import service_store
 from tests.support.processes import Proc, base_url
 from tests.support.receiver import Receiver
 from tests.support.waiting import wait_until
@@ -53,8 +53,8 @@ def worker_log(suite) -> Iterator[Proc]:
     assert not [line for line in new.splitlines() if any(t in line for t in TROUBLE)]
 
 
-def aftercare_store(worker: Proc) -> SQLiteStore:
-    return SQLiteStore(Path(worker.env["IOP_VAR_DIR"]) / "aftercare.db")
+def aftercare_store(worker: Proc) -> Store:
+    return service_store(worker.env, "aftercare")
 
 
 def post_subscription(endpoint: str) -> str:

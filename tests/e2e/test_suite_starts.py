@@ -36,4 +36,4 @@ def test_every_service_describes_what_it_serves(suite, service: str) -> None:
 def test_every_service_exposes_prometheus_metrics(suite, service: str) -> None:
     requests.get(f"{base_url(service)}/metadata", timeout=5)
     text = requests.get(f"http://127.0.0.1:{TEST_PORTS[service]}/metrics", timeout=5).text
-    assert "iop_http_requests_total" in text and "iop_outbox_unsent" in text
+    assert "iop_http_requests_total" in text and "iop_outbox_backlog" in text

@@ -10,10 +10,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 
+from shared.auth import mint
 from tests.fuzz.conftest import spend
 from tests.fuzz.contract import Sent, Target
-from tests.fuzz.traffic import FAMILIES, SERVICES, authorizations
-from tests.support.auth import token
+from tests.fuzz.traffic import FAMILIES, PATIENT, SERVICES, authorizations
+from tests.support.auth import TEST_SECRET, token
 
 # The share of the campaign's requests each family gets, across all services (the stateful journeys take the rest).
 SHARES = {"create": 0.12, "update": 0.07, "instance": 0.07, "search": 0.11, "include": 0.05, "patch": 0.05,
@@ -22,12 +23,14 @@ SHARES = {"create": 0.12, "update": 0.07, "instance": 0.07, "search": 0.11, "inc
 
 PARTNER = token(partner="fuzz-partner")  # a referral partner, confined to what it submitted at intake
 NARROW = token("system/Patient.r system/CarePlan.rs")  # a client that may read a little
+PATIENT_APP = mint(TEST_SECRET, "patient/*.cruds", subject="fuzz-app", patient=f"Patient/{PATIENT}")  # its own only
 
 
 def authorization(value: str | None, target: Target) -> str | None:
     if value in (None, "default"):
         return value
-    return value.replace("{token}", target.token).replace("{partner}", PARTNER).replace("{narrow}", NARROW)
+    return value.replace("{token}", target.token).replace("{partner}", PARTNER).replace("{narrow}", NARROW) \
+        .replace("{patient}", PATIENT_APP)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -353,7 +353,8 @@ def strays(draw: st.DrawFn, service: str) -> Sent:
 AUTHORIZATIONS = ["default"] * 12 + [None, "", "Bearer", "Bearer ", "bearer {token}", "BEARER {token}",
                                      "Bearer  {token}", "Basic dXNlcjpwYXNz", "Bearer x.y.z", "Bearer " + "a" * 3000,
                                      "Bearer {token}x", "Token {token}", "Bearer {partner}", "Bearer {partner}",
-                                     "Bearer {partner}", "Bearer {narrow}", "Bearer {narrow}"]
+                                     "Bearer {partner}", "Bearer {narrow}", "Bearer {narrow}", "Bearer {patient}",
+                                     "Bearer {patient}", "Bearer {patient}"]
 authorizations = st.sampled_from(AUTHORIZATIONS)
 
 FAMILIES = {"create": creates, "update": updates, "instance": instance_requests, "search": searches,

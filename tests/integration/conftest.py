@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.test_fhir_conformance import Fhir, new_app
 from tests.support.auth import TEST_SECRET
+from tests.support.postgres import store_locator
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def open_service(tmp_path: Path) -> Iterator[Callable[[str], Fhir]]:
     def open_one(service: str, **config: Any) -> Fhir:
         if config:
             factory = importlib.import_module(f"services.{service}.app").create_app
-            app = factory({"database": str(tmp_path / f"{service}-{len(opened)}.db"),
+            app = factory({"database": store_locator(tmp_path / f"{service}-{len(opened)}.db"),
                            "auth_hs256_secret": TEST_SECRET, **config})
         else:
             app = new_app(service, tmp_path / str(len(opened)))

@@ -25,12 +25,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from shared.config import Settings
+from shared.fhir import uscore
 from shared.fhir.registry import Registry
 from shared.fhir.util import now_instant
 from shared.fhir.validation import validate_resource
 from tests.support import examples
 from tests.support.auth import TEST_SECRET, token
 from tests.support.examples import SHAPES, minimal, status_of, with_date, with_status
+from tests.support.postgres import store_locator
 from tests.support.waiting import wait_until
 
 SERVICES = ("intake", "careplan", "encounters", "aftercare")
@@ -143,7 +145,7 @@ class Fhir:
 
 def new_app(service: str, tmp_path: Path) -> Flask:
     factory = importlib.import_module(f"services.{service}.app").create_app
-    return factory({"database": str(tmp_path / f"{service}.db"), "max_body_bytes": MAX_BODY,
+    return factory({"database": store_locator(tmp_path / f"{service}.db"), "max_body_bytes": MAX_BODY,
                     "auth_hs256_secret": TEST_SECRET})
 
 
@@ -1059,6 +1061,7 @@ def test_capability_statement_claims_what_is_served_and_nothing_else(fhir: Fhir,
     assert statement["fhirVersion"] == "4.0.1"
     assert statement["kind"] == "instance"
     assert FHIR_JSON in statement["format"]
+    assert statement["implementationGuide"] == [uscore.IMPLEMENTATION_GUIDE]  # every service serves a US Core type
     [rest] = statement["rest"]
     assert {i["code"] for i in rest["interaction"]} == {"transaction", "batch", "history-system"}
     assert sorted(r["type"] for r in rest["resource"]) == sorted(registry.types)
@@ -1073,6 +1076,7 @@ def test_capability_statement_claims_what_is_served_and_nothing_else(fhir: Fhir,
         assert claimed["conditionalUpdate"] is (not rdef.read_only)
         assert claimed["conditionalDelete"] == ("not-supported" if rdef.read_only else "single")
         assert "conditionalRead" not in claimed
+        assert claimed.get("supportedProfile", []) == uscore.supported_profiles(claimed["type"])
         for include in claimed.get("searchInclude", []):
             assert include.split(":")[1] in {p.name for p in rdef.all_params if p.kind == "reference"}
         for revinclude in claimed.get("searchRevInclude", []):

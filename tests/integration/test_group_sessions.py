@@ -5,6 +5,7 @@ import json
 
 from services.encounters.app import create_app
 from tests.support.auth import TEST_SECRET, bearer
+from tests.support.postgres import store_locator
 
 JSON = {"Content-Type": "application/fhir+json", **bearer()}
 
@@ -22,7 +23,7 @@ def group(attendees: list[dict]) -> dict:
 
 
 def test_a_groups_attendance_is_one_encounter_per_patient_with_only_their_own_identity(tmp_path) -> None:
-    app = create_app({"database": str(tmp_path / "enc.db"), "auth_hs256_secret": TEST_SECRET})
+    app = create_app({"database": store_locator(tmp_path / "enc.db"), "auth_hs256_secret": TEST_SECRET})
     client = app.test_client()
     body = group([attendee("p-ann", "attended"), attendee("p-bo", "no-show"), attendee("p-cy", "excused")])
     resp = client.post("/fhir/Encounter/$record-group-attendance", data=json.dumps(body), headers=JSON)
@@ -44,7 +45,7 @@ def test_a_groups_attendance_is_one_encounter_per_patient_with_only_their_own_id
 
 
 def test_a_group_with_a_patient_twice_is_refused_and_nothing_is_recorded(tmp_path) -> None:
-    app = create_app({"database": str(tmp_path / "enc.db"), "auth_hs256_secret": TEST_SECRET})
+    app = create_app({"database": store_locator(tmp_path / "enc.db"), "auth_hs256_secret": TEST_SECRET})
     client = app.test_client()
     body = group([attendee("p-ann", "attended"), attendee("p-ann", "no-show")])
     resp = client.post("/fhir/Encounter/$record-group-attendance", data=json.dumps(body), headers=JSON)

@@ -1,24 +1,38 @@
 """The contract every Store adapter keeps (shared/fhir/store.py): one suite, run against each adapter.
 
-Only SQLite exists today. A PostgreSQL adapter joins by adding an Adapter to ADAPTERS: how to
-open it from a locator string (a file path, a DSN) and where one test's store lives. Each test
+Each Adapter says how to open a store from a locator string (a file path, a postgresql:// URL) and where one
+test's store lives: a new SQLite file, or a new database on the session's throwaway PostgreSQL server. Each test
 gets an empty store; the concurrency tests open the same store from several threads and processes.
 """
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg.rows import dict_row
 
 from shared.fhir.compartment import stream
+from shared.fhir.interactions import FhirApi
+from shared.fhir.migrations import MIGRATIONS, Migration, migrate_postgresql, migrate_sqlite
 from shared.fhir.outcome import FhirError
-from shared.fhir.search import chain_condition, has_condition, reference_in, token_condition
+from shared.fhir.registry import Registry, ResourceDef
+from shared.fhir.search import (
+    SearchParam,
+    chain_condition,
+    has_condition,
+    reference_condition,
+    reference_in,
+    token_condition,
+)
 from shared.fhir.store import IndexRow, OutboxEvent, SQLiteStore, Store
+from shared.fhir.store_pg import PostgresStore
 
 PLAN = "CarePlan"
 
@@ -27,13 +41,14 @@ PLAN = "CarePlan"
 class Adapter:
     name: str
     open: Callable[[str], Store]       # module-level, so that a child process can open the same store
-    locator: Callable[[Path], str]     # where the store of one test lives
+    locator: Callable[[Path], str] | None = None  # where the store of one test lives; None: a new PG database
 
     def __str__(self) -> str:
         return self.name
 
 
-ADAPTERS = [Adapter("sqlite", SQLiteStore, lambda tmp: str(tmp / "store.db"))]
+ADAPTERS = [Adapter("sqlite", SQLiteStore, lambda tmp: str(tmp / "store.db")),
+            Adapter("postgresql", PostgresStore)]
 
 
 @pytest.fixture(params=ADAPTERS, ids=str)
@@ -42,8 +57,14 @@ def adapter(request: pytest.FixtureRequest) -> Adapter:
 
 
 @pytest.fixture
-def locator(adapter: Adapter, tmp_path: Path) -> str:
-    return adapter.locator(tmp_path)
+def locator(adapter: Adapter, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    if adapter.locator is not None:
+        yield adapter.locator(tmp_path)
+        return
+    server = request.getfixturevalue("pg_server")
+    url = server.create_database("contract")
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture
@@ -490,3 +511,159 @@ def test_two_processes_writing_one_resource_lose_no_update(store: Store, adapter
 
     assert [c.exitcode for c in children] == [0, 0]
     assert_no_lost_update(store, 3 * WRITES_PER_WRITER)
+
+
+def run_together(*jobs: Callable[[], object]) -> list[object]:
+    """Run each job in its own thread, all released at once; what each returned or raised, in order."""
+    start, results = threading.Barrier(len(jobs)), [None] * len(jobs)
+
+    def run(i: int, job: Callable[[], object]) -> None:
+        start.wait(10)
+        try:
+            results[i] = job()
+        except BaseException as exc:  # noqa: BLE001 - returned to the test, which asserts on it
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_two_concurrent_if_match_updates_one_wins_the_other_is_412(store: Store, adapter: Adapter,
+                                                                     locator: str) -> None:
+    other = adapter.open(locator)
+    for round_ in range(10):
+        rid = f"p{round_}"
+        write(store, rid, plan())
+        results = run_together(lambda rid=rid: write(store, rid, plan("active"), expected_version=1),
+                               lambda rid=rid: write(other, rid, plan("revoked"), expected_version=1))
+
+        refused = [r for r in results if isinstance(r, FhirError)]
+        won = [r for r in results if not isinstance(r, BaseException)]
+        assert len(won) == 1 and [r.status for r in refused] == [412], results
+        current = store.read(PLAN, rid)
+        assert (current.version, current.resource["status"]) == (2, won[0].resource["status"])
+    getattr(other, "close", lambda: None)()
+
+
+def test_two_concurrent_conditional_creates_make_one_resource(store: Store, adapter: Adapter, locator: str) -> None:
+    registry = Registry("intake")
+    registry.add(ResourceDef("Patient", params=[SearchParam("identifier", "token", "identifier", "an identifier")]))
+    other = adapter.open(locator)
+    apis = [FhirApi(s, registry, "http://127.0.0.1:8081/fhir") for s in (store, other)]
+
+    def create(api: FhirApi, n: int) -> int:
+        with api.store.transaction() as tx:
+            patient = {"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": f"mrn-{n}"}]}
+            return api.create(tx, patient, if_none_exist=f"identifier=urn:mrn|mrn-{n}").status
+
+    for n in range(10):
+        statuses = run_together(lambda n=n: create(apis[0], n), lambda n=n: create(apis[1], n))
+        assert sorted(statuses) == [200, 201], statuses
+        with store.transaction() as tx:
+            assert len(tx.find_ids("Patient", "identifier", "urn:mrn", f"mrn-{n}")) == 1
+    assert store.search("Patient", [], "r.created_seq", 100, 0).total == 10
+    getattr(other, "close", lambda: None)()
+
+
+def test_two_consumers_applying_one_event_have_one_effect(store: Store, adapter: Adapter, locator: str) -> None:
+    """As ConsumerRunner.apply does: the dedupe mark and the effect in one transaction, by two replicas at once."""
+    other = adapter.open(locator)
+
+    def apply(use: Store, ce_id: str, held: threading.Event | None) -> bool:
+        with use.transaction() as tx:
+            if not tx.mark_applied("careplan-worker", ce_id):
+                return False
+            if held is not None:
+                held.wait(0.2)  # keep the transaction open while the other replica tries the same event
+            current = tx.read(PLAN, "effects")
+            notes = current.resource["note"] if current else []
+            tx.write(PLAN, "effects", plan(note=[*notes, {"text": ce_id}]), status_index("draft"))
+        return True
+
+    for n in range(10):
+        ce_id = f"evt-{n}"
+        results = run_together(lambda c=ce_id: apply(store, c, threading.Event()),
+                               lambda c=ce_id: apply(other, c, None))
+        assert sorted(results) == [False, True], results
+    texts = [note["text"] for note in store.read(PLAN, "effects").resource["note"]]
+    assert texts == [f"evt-{n}" for n in range(10)]
+    getattr(other, "close", lambda: None)()
+
+
+def test_concurrent_writers_number_versions_without_gaps_or_repeats(store: Store, adapter: Adapter,
+                                                                   locator: str) -> None:
+    """Four writers, each with its own store object, blind-writing three shared resources in different orders."""
+    stores = [store, *(adapter.open(locator) for _ in range(3))]
+    rounds = 15
+
+    def writer(use: Store, w: int) -> None:
+        for n in range(rounds):
+            rid = f"p{(w + n) % 3}"
+            with use.transaction() as tx:
+                tx.write(PLAN, rid, plan(note=[{"text": f"{w}:{n}"}]), status_index("draft"))
+
+    results = run_together(*(lambda s=s, w=w: writer(s, w) for w, s in enumerate(stores)))
+
+    assert results == [None] * len(stores)
+    every = store.history(PLAN, None, None, 1000, 0)
+    assert every.total == 4 * rounds
+    for rid in ("p0", "p1", "p2"):
+        versions = sorted(s.version for s in every.items if s.id == rid)
+        assert versions == list(range(1, len(versions) + 1))
+        assert store.read(PLAN, rid).version == len(versions)
+    assert sorted(s.resource["note"][0]["text"] for s in every.items) == sorted(
+        f"{w}:{n}" for w in range(4) for n in range(rounds))
+    for extra in stores[1:]:
+        getattr(extra, "close", lambda: None)()
+
+
+def test_a_bare_id_reference_matches_any_type_with_that_exact_id(store: Store) -> None:
+    write(store, "p1", plan(), [IndexRow("subject", None, "Patient/Ab1")])
+    write(store, "p2", plan(), [IndexRow("subject", None, "Group/ab1")])
+    write(store, "p3", plan(), [IndexRow("subject", None, "Patient/xAb1")])
+
+    def found(raw: str) -> list[str]:
+        return [s.id for s in store.search(PLAN, [reference_condition("subject", raw, None)], "r.id", 10, 0).items]
+
+    assert found("Ab1") == ["p1"]
+    assert found("ab1") == ["p2"]
+    assert found("b1") == []
+    assert found("Ab1,ab1") == ["p1", "p2"]
+
+
+# -- schema migrations ---------------------------------------------------------------------------
+
+NEXT_TABLE = "CREATE TABLE next_release (n INTEGER PRIMARY KEY)"
+NEXT = Migration(MIGRATIONS[-1].version + 1, "a table of the next release", NEXT_TABLE, NEXT_TABLE)
+
+
+def migrate_with(adapter: Adapter, locator: str, migrations: list[Migration]) -> list[int]:
+    """Run the adapter's migrator on a connection of its own, as a replica starting up does."""
+    if adapter.name == "sqlite":
+        conn = sqlite3.connect(locator, timeout=30, isolation_level=None)
+        try:
+            return migrate_sqlite(conn, migrations)
+        finally:
+            conn.close()
+    with psycopg.connect(locator, autocommit=True, row_factory=dict_row) as conn:
+        return migrate_postgresql(conn, migrations)
+
+
+def test_migrations_apply_once_in_order_even_when_two_replicas_start_at_once(store: Store, adapter: Adapter,
+                                                                            locator: str) -> None:
+    store.ping()  # the store migrated itself when opened
+    assert migrate_with(adapter, locator, MIGRATIONS) == []  # nothing left to apply: idempotent
+
+    results = run_together(*(lambda: migrate_with(adapter, locator, [*MIGRATIONS, NEXT]) for _ in range(3)))
+
+    assert sorted(results, key=len) == [[], [], [NEXT.version]], results
+    assert migrate_with(adapter, locator, [*MIGRATIONS, NEXT]) == []
+    reopened = adapter.open(locator)  # a store of the older release still opens the database
+    assert write(reopened, "p1", plan()).version == 1
+    getattr(reopened, "close", lambda: None)()
+    with pytest.raises(ValueError):
+        migrate_with(adapter, locator, [NEXT, *MIGRATIONS])  # out of order: refused before anything runs

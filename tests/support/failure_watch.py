@@ -177,7 +177,7 @@ def _idle_state(admin: KafkaAdminClient, consumer: KafkaConsumer, partitions: li
             metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         except requests.RequestException:
             continue  # a test stopped this service on purpose
-        if "\niop_outbox_unsent 0.0" not in "\n" + metrics:
+        if "\niop_outbox_backlog 0.0" not in "\n" + metrics:
             return None
     ends = consumer.end_offsets(partitions)
     for service, topics in GROUPS.items():

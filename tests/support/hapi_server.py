@@ -1,7 +1,8 @@
 """A real, independent FHIR R4 server for tests: HAPI FHIR's plain server, in memory (tests/support/hapi).
 
-It parses strictly, validates requests against the R4 core profiles (offline) and supports transactions with
-conditional updates and conditional references, so a Bundle it accepts is one a standard server accepts.
+It parses strictly, validates requests against the R4 core profiles and, as a US EHR does, the US Core 6.1.0
+profiles a resource claims (tests/fhir-packages, offline), and supports transactions with conditional updates
+and conditional references, so a Bundle it accepts is one a standard server accepts.
 """
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from tests.support.waiting import wait_until
 HAPI_DIR = ROOT / "tests" / "support" / "hapi"
 JAR = HAPI_DIR / "target" / "test-ehr.jar"
 LOG = ROOT / "var" / "test" / "hapi.log"
+PACKAGES = ROOT / "tests" / "fhir-packages"
+US_CORE = ("hl7.fhir.us.core-6.1.0.tgz", "hl7.fhir.uv.extensions.r4-5.1.0.tgz", "hl7.fhir.uv.sdc-3.0.0.tgz",
+           "hl7.fhir.uv.smart-app-launch-2.1.0.tgz", "hl7.fhir.uv.bulkdata-2.0.0.tgz", "ihe.formatcode.fhir-1.1.0.tgz")
 
 
 def _sources() -> list[Path]:
@@ -63,7 +67,9 @@ class HapiServer:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", self.port)) == 0:
                 raise RuntimeError(f"port {self.port} is already in use; the test EHR needs it free")
-        argv = [java, "-Xmx512m", "-jar", str(JAR), str(self.port), *([] if self.validation else ["--no-validation"])]
+        packages = [arg for name in US_CORE for arg in ("--package", name)] if self.validation else ["--no-validation"]
+        argv = [java, "-Xmx1g", "-cp", f"{JAR}:{PACKAGES}", "org.iopsuite.testehr.TestEhrServer", str(self.port),
+                *packages]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:  # the child keeps its own descriptor
             self.popen = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -71,7 +77,7 @@ class HapiServer:
         self.started_at = time.monotonic()
         return self
 
-    def wait_ready(self, timeout: float = 120) -> float:
+    def wait_ready(self, timeout: float = 300) -> float:
         """Waits until GET /fhir/metadata answers 200; returns the seconds since start()."""
         if self.popen is None or self.started_at is None:
             raise RuntimeError("start() the server first")

@@ -13,10 +13,18 @@ from shared.config import ROOT
 from shared.serving import gunicorn_argv
 from tests.support.auth import TEST_SECRET
 from tests.support.ports import port as test_port
+from tests.support.smart import SUITE_CLIENTS, write_clients
 from tests.support.waiting import wait_until
 
 TEST_PORTS = {"intake": test_port(18081), "careplan": test_port(18082), "encounters": test_port(18083),
               "aftercare": test_port(18084)}
+
+
+WORKER_METRICS_PORTS = {name: test_port(18411 + i) for i, name in enumerate(TEST_PORTS)}
+
+
+def worker_metrics_env() -> dict[str, str]:
+    return {f"IOP_{name.upper()}_WORKER_METRICS_PORT": str(p) for name, p in WORKER_METRICS_PORTS.items()}
 
 
 def service_env(var_dir: Path, bootstrap: str, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -25,6 +33,8 @@ def service_env(var_dir: Path, bootstrap: str, extra: dict[str, str] | None = No
            # EHR retries in seconds, not minutes, so outage tests finish quickly.
            "IOP_DELIVERY_BACKOFF_BASE_S": "0.2", "IOP_DELIVERY_BACKOFF_CAP_S": "2",
            "IOP_AUTH_HS256_SECRET": TEST_SECRET}
+    var_dir.mkdir(parents=True, exist_ok=True)  # the SMART Backend Services clients the suite knows
+    env["IOP_SMART_CLIENTS"] = str(write_clients(var_dir / "smart-clients.json", SUITE_CLIENTS))
     for name, port in TEST_PORTS.items():
         env[f"IOP_{name.upper()}_PORT"] = str(port)
         env[f"IOP_{name.upper()}_BASE_URL"] = f"http://127.0.0.1:{port}/fhir"

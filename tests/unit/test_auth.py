@@ -122,3 +122,41 @@ def test_a_signed_token_with_a_malformed_claim_is_refused_with_401_not_read_as_w
 def test_a_scope_claim_may_be_a_string_or_a_list_of_strings(scope, grants: dict) -> None:
     verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
     assert verifier.verify("Bearer " + jwt.encode(claims(scope=scope), SECRET, algorithm="HS256")).grants == grants
+
+
+def test_a_patient_claim_binds_the_token_and_lets_its_patient_scopes_grant() -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    principal = verifier.verify(f"Bearer {mint(SECRET, 'launch/patient patient/*.rs', patient='Patient/p-1')}")
+    assert principal.patient == "p-1" and principal.may("CarePlan", "r") and principal.may("Goal", "s")
+    assert not principal.may("CarePlan", "c")
+    bare = verifier.verify("Bearer " + jwt.encode(claims(scope="patient/Goal.read", patient="p-2"), SECRET,
+                                                  algorithm="HS256"))
+    assert bare.patient == "p-2" and bare.grants == {"Goal": "rs"}
+
+
+@pytest.mark.parametrize("patient", [7, "", "Patient/", "Patient/a b", ["p-1"], "x" * 65, "Group/1/../p"])
+def test_a_malformed_patient_claim_makes_the_token_invalid(patient) -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    token = jwt.encode(claims(scope="patient/*.rs", patient=patient), SECRET, algorithm="HS256")
+    with pytest.raises(FhirError) as refused:
+        verifier.verify(f"Bearer {token}")
+    assert refused.value.status == 401
+
+
+def test_a_token_is_not_both_a_partners_and_a_patients() -> None:
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET)
+    with pytest.raises(FhirError):
+        verifier.verify(f"Bearer {mint(SECRET, 'patient/*.rs', partner='p9', patient='p-1')}")
+
+
+def test_tokens_of_the_suites_own_token_endpoint_are_verified_with_its_key() -> None:
+    key = rsa.generate_private_key(65537, 2048)
+    verifier = TokenVerifier("iop-suite", "iop-suite", 5, hs256_secret=SECRET,
+                             own=("iop-suite-smart", "RS384", key.public_key()))
+    issued = jwt.encode(claims(iss="iop-suite-smart", client_id="ehr-9"), key, algorithm="RS384")
+    assert verifier.verify(f"Bearer {issued}").client_id == "ehr-9"
+    for bad in (jwt.encode(claims(iss="iop-suite-smart"), rsa.generate_private_key(65537, 2048), algorithm="RS384"),
+                jwt.encode(claims(), key, algorithm="RS384")):  # another key; the suite's key, another issuer
+        with pytest.raises(FhirError) as refused:
+            verifier.verify(f"Bearer {bad}")
+        assert refused.value.status == 401

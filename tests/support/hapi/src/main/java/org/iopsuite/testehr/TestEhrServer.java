@@ -59,9 +59,11 @@ import org.hl7.fhir.r4.model.ServiceRequest;
 
 /**
  * Test EHR: a HAPI FHIR R4 plain server holding resources in memory, on http://127.0.0.1:PORT/fhir.
- * HAPI parses (strictly), validates (R4 core profiles and terminology, offline) and stores; ours is only the
- * identifier search and a minimal system-level transaction, which HashMapResourceProvider lacks.
- * Usage: java -jar test-ehr.jar PORT [--no-validation]
+ * HAPI parses (strictly), validates (R4 core profiles and terminology, offline, plus the profiles of the FHIR
+ * packages named, as a US EHR knows US Core) and stores; ours is only the identifier search and a minimal
+ * system-level transaction, which HashMapResourceProvider lacks.
+ * Usage: java -cp test-ehr.jar:PACKAGE_DIR org.iopsuite.testehr.TestEhrServer PORT [--no-validation]
+ *        [--package NAME.tgz]...
  */
 public final class TestEhrServer {
     private static final List<Class<? extends Resource>> TYPES = List.of(Patient.class, CarePlan.class, Goal.class,
@@ -74,6 +76,12 @@ public final class TestEhrServer {
         long started = System.nanoTime();
         int port = Integer.parseInt(args[0]);
         boolean validate = !List.of(args).contains("--no-validation");
+        List<String> packages = new ArrayList<>();
+        for (int i = 1; i < args.length - 1; i++) {
+            if (args[i].equals("--package")) {
+                packages.add(args[i + 1]);
+            }
+        }
         FhirContext ctx = FhirContext.forR4Cached();
         ctx.setParserErrorHandler(new StrictErrorHandler()); // unknown elements and bad values are refused
         Map<String, Store<?>> stores = new LinkedHashMap<>();
@@ -85,7 +93,7 @@ public final class TestEhrServer {
         fhir.registerProviders(new ArrayList<Object>(stores.values()));
         fhir.registerProvider(new TransactionProvider(ctx, stores));
         if (validate) {
-            fhir.registerInterceptor(requestValidation(ctx));
+            fhir.registerInterceptor(requestValidation(ctx, packages));
         }
         Server jetty = new Server(new InetSocketAddress("127.0.0.1", port));
         ServletContextHandler context = new ServletContextHandler();
@@ -98,8 +106,10 @@ public final class TestEhrServer {
     }
 
     /** Refuses requests whose resources have ERROR issues; warmed up so that the first request is not slow. */
-    private static RequestValidatingInterceptor requestValidation(FhirContext ctx) {
-        ValidationSupportChain support = new ValidationSupportChain(new DefaultProfileValidationSupport(ctx),
+    private static RequestValidatingInterceptor requestValidation(FhirContext ctx, List<String> packages)
+            throws java.io.IOException {
+        ValidationSupportChain support = new ValidationSupportChain(ProfileValidator.packages(ctx, packages),
+                new DefaultProfileValidationSupport(ctx),
                 new CommonCodeSystemsTerminologyService(ctx), new InMemoryTerminologyServerValidationSupport(ctx),
                 new SnapshotGeneratingValidationSupport(ctx));
         FhirInstanceValidator module = new FhirInstanceValidator(support);
