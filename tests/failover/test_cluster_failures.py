@@ -24,6 +24,9 @@ from kafka.errors import KafkaError
 from bench.load import IntakeLoad, Submission, bodies
 from shared.config import ROOT
 from shared.events.catalogue import AFTERCARE, CAREPLAN, ENCOUNTER, INTAKE, PARTITIONS, TOPICS
+from shared.events.relay import LEASE
+from shared.fhir.store import open_store
+from shared.replicas import holder_pid
 from shared.status import GROUPS
 from tests.failover.conftest import CAREPLAN_REPLICAS, PORTS, ClusterSuite
 from tests.support.auth import bearer, http
@@ -284,17 +287,16 @@ def led_by(cluster: Cluster, node: int) -> bool:
 
 
 def relay_holder(suite: ClusterSuite) -> str | None:
-    """The careplan worker holding the outbox relay's lease, if the store says so."""
-    with closing(sqlite3.connect(suite.db("careplan"))) as conn:
-        row = conn.execute("SELECT value FROM kv WHERE name = 'relay-lease'").fetchone()
-    if row is None:
+    """The careplan worker holding the outbox relay's lease (`lease` table), if the store says so."""
+    store = open_store(suite.db("careplan"))
+    try:
+        lease = store.lease(LEASE)
+    finally:
+        store.close()
+    if lease is None or lease[2] < time.time():
         return None
-    owner, _, expires = row[0].rpartition("@")
-    parts = owner.split(":")  # host:pid:relay
-    if len(parts) < 3 or float(expires or 0) < time.time():
-        return None
-    pids = {str(p.popen.pid): name for name, p in suite.procs.items() if p.popen is not None and p.alive}
-    return pids.get(parts[1])
+    pids = {p.popen.pid: name for name, p in suite.procs.items() if p.popen is not None and p.alive}
+    return pids.get(holder_pid(lease[0]))
 
 
 def members(bootstrap: str, group: str) -> dict[str, int]:
