@@ -14,25 +14,48 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from shared.config import env_int, env_str
 
-# Every send is settled (acknowledged or failed) within this, so a caller never waits longer for a verdict.
-DELIVERY_TIMEOUT_MS = 10000
+# Every send is settled (acknowledged or failed) within this, so a caller never waits longer for a verdict
+# (IOP_KAFKA_DELIVERY_TIMEOUT_MS; each request to a broker may take half of it).
+DELIVERY_TIMEOUT_MS = env_int("IOP_KAFKA_DELIVERY_TIMEOUT_MS", 10000)
 # A consumer not heard from for this long is out of its group, and its partitions go to the others.
 SESSION_TIMEOUT_MS = 10000
 ProducerFactory = Callable[[], KafkaProducer]
 
 
+class StopOnFailure(KafkaProducer):
+    """A producer that sends nothing more once one of its sends failed.
+
+    kafka-python starts a new idempotent sequence after a batch expired (a leader gone for longer than the
+    delivery timeout, say), and then sends the batches queued behind it: a partition's later records would
+    reach the log before the caller sends the failed one again, and a patient's events would be out of order.
+    So the first failure stops the sender at once: what it has not sent fails too, and the caller sends it all
+    again, in order, through a new producer (RenewableProducer). One request in flight per broker keeps a
+    partition's next batch back until the one before is settled.
+    """
+
+    def send(self, *args, **kwargs):
+        future = super().send(*args, **kwargs)
+        future.add_errback(self._stop_sending)
+        return future
+
+    def _stop_sending(self, _error: Exception) -> None:
+        sender = getattr(self, "_sender", None)
+        if sender is not None:
+            sender.force_close()
+
+
 def producer(servers: str, **overrides: object) -> KafkaProducer:
-    """Idempotent, acks=all: a retried send never writes a record twice to the log.
+    """Idempotent, acks=all: a retried send never writes a record twice to the log, nor out of order.
 
     Bounded everywhere, so that a broker outage costs a caller seconds per attempt, not minutes: finding the
     broker (bootstrap), waiting for a topic's metadata (max_block) and settling a send (delivery timeout).
     """
     config: dict = dict(bootstrap_servers=servers, acks="all", enable_idempotence=True, linger_ms=1,
-                        max_in_flight_requests_per_connection=5, retries=2**31 - 1,
-                        request_timeout_ms=5000, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
+                        max_in_flight_requests_per_connection=1, retries=2**31 - 1,
+                        request_timeout_ms=DELIVERY_TIMEOUT_MS // 2, delivery_timeout_ms=DELIVERY_TIMEOUT_MS,
                         reconnect_backoff_max_ms=1000, bootstrap_timeout_ms=5000, max_block_ms=5000)
     config.update(overrides)
-    return KafkaProducer(**config)
+    return StopOnFailure(**config)
 
 
 class RenewableProducer:
