@@ -19,7 +19,7 @@ PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges 
   tests/integration/test_consumer_failures.py \
   tests/integration/test_batch_entries.py tests/integration/test_rolling_schedule.py \
   tests/integration/test_ehr_dispatch.py tests/integration/test_subscription_writes.py \
-  tests/integration/test_event_backbone.py tests/fuzz
+  tests/integration/test_event_backbone.py tests/integration/test_failure_watch.py tests/fuzz
 
 .PHONY: help setup tools helm-background run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
 
