@@ -16,7 +16,10 @@ PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges 
   tests/integration/test_fhir_conformance.py tests/integration/test_http_contract.py \
   tests/integration/test_operation_input.py tests/integration/test_patch.py tests/integration/test_patient_data.py \
   tests/integration/test_search_breadth.py tests/integration/test_group_sessions.py \
-  tests/integration/test_consumer_failures.py
+  tests/integration/test_consumer_failures.py \
+  tests/integration/test_batch_entries.py tests/integration/test_rolling_schedule.py \
+  tests/integration/test_ehr_dispatch.py tests/integration/test_subscription_writes.py \
+  tests/integration/test_event_backbone.py tests/integration/test_failure_watch.py tests/fuzz
 
 .PHONY: help setup tools helm-background run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
 

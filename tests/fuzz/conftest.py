@@ -1,10 +1,11 @@
 """The fuzz campaign's own suite: the four web processes on ports of their own, with fresh stores.
 
 Only the web processes run (no workers), so that nothing but the fuzzer's own requests writes to the
-stores and "a refused write stored nothing" can be checked exactly against each SQLite file.
+stores and "a refused write stored nothing" can be checked exactly against each store. With
+IOP_TEST_STORE=postgresql each web process has a new database on the tests' PostgreSQL server.
 
-`IOP_FUZZ_REQUESTS` sets how many requests the campaign sends in all (3,000 in `make test`; `make fuzz`
-sends 50,000 with fresh random inputs each run, where `make test` replays the same derandomised ones).
+`IOP_FUZZ_REQUESTS` sets how many requests the campaign sends in all (3,000 in `make test`, 600 on its PostgreSQL
+pass; `make fuzz` sends 50,000 with fresh random inputs each run, where `make test` replays the same derandomised ones).
 """
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from tests.fuzz.values import encode
 from tests.support import examples, processes
 from tests.support.auth import token
 from tests.support.ports import port
+from tests.support.postgres import shared_server
+from tests.support.postgres import test_engine as store_engine
 from tests.support.waiting import wait_until
 
 FUZZ_PORTS = {"intake": port(18181), "careplan": port(18182), "encounters": port(18183), "aftercare": port(18184)}
-TOTAL = int(os.environ.get("IOP_FUZZ_REQUESTS") or 3000)
+TOTAL = int(os.environ.get("IOP_FUZZ_REQUESTS") or (3000 if store_engine() == "sqlite" else 600))
 CAMPAIGN = os.environ.get("IOP_FUZZ_PROFILE", "replay") == "campaign"
 TALLY = Tally()
 
@@ -44,11 +47,15 @@ def targets(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Targ
     extra |= {f"IOP_{s.upper()}_BASE_URL": f"http://127.0.0.1:{p}/fhir" for s, p in FUZZ_PORTS.items()}
     # No worker runs and no broker is needed: web processes only write to their store and its outbox.
     env = processes.service_env(var_dir, "127.0.0.1:9", extra)
+    stores = {s: var_dir / f"{s}.db" for s in FUZZ_PORTS}
+    if store_engine() == "postgresql":
+        stores = {s: shared_server().create_database(f"fuzz_{s}") for s in FUZZ_PORTS}
+        env |= {f"IOP_{s.upper()}_DB": url for s, url in stores.items()}
     procs = [processes.web(s, env, var_dir, port=p).start() for s, p in FUZZ_PORTS.items()]
     try:
         for service, p in FUZZ_PORTS.items():
             wait_until(lambda p=p: _up(f"http://127.0.0.1:{p}/healthz"), 60, 0.1, f"fuzz {service} up")
-        found = {s: Target(s, f"http://127.0.0.1:{p}", var_dir / f"{s}.db", token(), TALLY, strict=not CAMPAIGN)
+        found = {s: Target(s, f"http://127.0.0.1:{p}", stores[s], token(), TALLY, strict=not CAMPAIGN)
                  for s, p in FUZZ_PORTS.items()}
         # The Patient the generated resources are about, so that intake's rules let valid ones through.
         patient = {**examples.minimal("Patient", PATIENT), "id": PATIENT}

@@ -16,9 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import requests
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from pydantic import ValidationError
+
+from shared.fhir.store import is_postgresql
+from shared.fhir.store_pg import pg_sql
 
 WRITES = {"POST", "PUT", "DELETE", "PATCH"}
 
@@ -55,28 +59,37 @@ class Sent:
 
 
 class StoreWatch:
-    """What a service's store gained since a mark: read straight from its SQLite file, read-only."""
+    """What a service's store gained since a mark: read straight from its SQLite file (read-only) or its
+    PostgreSQL database."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn: sqlite3.Connection | None = None
+    def __init__(self, store: Path | str) -> None:
+        self.store = store
+        self._conn: sqlite3.Connection | psycopg.Connection | None = None
 
-    def conn(self) -> sqlite3.Connection:
+    def conn(self) -> sqlite3.Connection | psycopg.Connection:
         if self._conn is None:
-            self._conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            if is_postgresql(self.store):
+                self._conn = psycopg.connect(str(self.store), autocommit=True, connect_timeout=10)
+            else:
+                self._conn = sqlite3.connect(f"file:{self.store}?mode=ro", uri=True, timeout=30,
+                                             check_same_thread=False)
         return self._conn
 
-    def mark(self) -> tuple[int, int, int]:
+    def _rows(self, sql: str, args: tuple = ()) -> list[tuple]:
         c = self.conn()
-        return tuple(c.execute(f"SELECT coalesce(max(seq), 0) FROM {table}").fetchone()[0]  # type: ignore[return-value]
+        if isinstance(c, sqlite3.Connection):
+            return c.execute(sql, args).fetchall()
+        return c.execute(pg_sql(sql), args).fetchall()
+
+    def mark(self) -> tuple[int, int, int]:
+        return tuple(self._rows(f"SELECT coalesce(max(seq), 0) FROM {table}")[0][0]  # type: ignore[return-value]
                      for table in ("history", "outbox", "work_item"))
 
     def gained(self, mark: tuple[int, int, int]) -> list[str]:
-        c = self.conn()
-        versions = c.execute("SELECT type, id, version FROM history WHERE seq > ? AND type != 'AuditEvent'",
-                             (mark[0],)).fetchall()
-        events = c.execute("SELECT count(*) FROM outbox WHERE seq > ?", (mark[1],)).fetchone()[0]
-        work = c.execute("SELECT count(*) FROM work_item WHERE seq > ?", (mark[2],)).fetchone()[0]
+        versions = self._rows("SELECT type, id, version FROM history WHERE seq > ? AND type != 'AuditEvent'",
+                              (mark[0],))
+        events = self._rows("SELECT count(*) FROM outbox WHERE seq > ?", (mark[1],))[0][0]
+        work = self._rows("SELECT count(*) FROM work_item WHERE seq > ?", (mark[2],))[0][0]
         found = [f"stored {t}/{i} version {v}" for t, i, v in versions]
         found += [f"{events} outbox event(s)"] if events else []
         found += [f"{work} work item(s)"] if work else []
@@ -176,7 +189,8 @@ class Tally:
 class Target:
     """One running service: sends a request, checks the answer against the contract, tallies it."""
 
-    def __init__(self, service: str, root: str, store: Path, token: str, tally: Tally, strict: bool = True) -> None:
+    def __init__(self, service: str, root: str, store: Path | str, token: str, tally: Tally,
+                 strict: bool = True) -> None:
         self.service, self.root, self.tally, self.strict = service, root, tally, strict
         self.watch = StoreWatch(store)
         self.session = requests.Session()

@@ -7,8 +7,10 @@ from shared.events.envelope import build_event
 from shared.fhir.interactions import FhirApi
 from shared.fhir.outcome import FhirError
 from shared.fhir.registry import Registry, ResourceDef
-from shared.fhir.store import SQLiteStore, Stored, Transaction
+from shared.fhir.store import Stored, Transaction, open_store
 from shared.fhir.transaction import BundleProcessor
+from tests.support.engines import query
+from tests.support.postgres import store_locator
 
 BASE = "http://127.0.0.1:8082/fhir"
 
@@ -27,7 +29,7 @@ def goal(text: str) -> dict:
 
 
 def test_given_a_batch_entry_refused_after_its_write_then_only_it_is_undone(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "careplan.db")
+    store = open_store(store_locator(tmp_path / "careplan.db"))
     registry = Registry("careplan")
     registry.add(ResourceDef("Goal", after_write=[announce_then_check]))
     processor = BundleProcessor(FhirApi(store, registry, BASE))
@@ -39,7 +41,7 @@ def test_given_a_batch_entry_refused_after_its_write_then_only_it_is_undone(tmp_
 
     assert [e["response"]["status"] for e in result["entry"]] == ["201 Created", "422", "201 Created"]
     assert "found after it was written" in result["entry"][1]["response"]["outcome"]["issue"][0]["diagnostics"]
-    texts = sorted(r["json"] for r in store._conn().execute("SELECT json FROM resource WHERE type='Goal'"))
+    texts = sorted(text for (text,) in query(store, "SELECT json FROM resource WHERE type='Goal'"))
     assert len(texts) == 2 and not any("refuse me" in t for t in texts)
     assert store.history("Goal", None, None, 10, 0).total == 2
     events = store.unsent_events(10)

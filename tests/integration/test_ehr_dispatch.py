@@ -11,8 +11,9 @@ from services.aftercare.samples import BACKPORT, notification_status, subscripti
 from shared.config import Settings
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import open_store
 from tests.support.ports import port
+from tests.support.postgres import store_locator
 from tests.support.receiver import Receiver
 
 PORT = port(18103)
@@ -22,8 +23,8 @@ def test_a_subscription_that_asked_for_heartbeats_gets_one_after_a_quiet_period(
     receiver = Receiver(PORT, tmp_path)
     try:
         url = receiver.url
-        settings = Settings("aftercare", database=str(tmp_path / "aftercare.db"))
-        store, registry = SQLiteStore(settings.database), build_registry(settings)
+        settings = Settings("aftercare", database=store_locator(tmp_path / "aftercare.db"))
+        store, registry = open_store(settings.database), build_registry(settings)
         now = [datetime(2026, 3, 2, 9, 0, tzinfo=UTC)]
         dispatcher = Dispatcher(store, Repository(registry), Outbox(settings.base_url), settings.base_url,
                                 RetryPolicy(0.1, 1), clock=lambda: now[0])
@@ -54,8 +55,8 @@ def test_a_subscription_that_failed_for_too_long_goes_to_error_and_resumes_after
 
     receiver = Receiver(PORT, tmp_path)
     try:
-        settings = Settings("aftercare", database=str(tmp_path / "aftercare.db"))
-        store, registry = SQLiteStore(settings.database), build_registry(settings)
+        settings = Settings("aftercare", database=store_locator(tmp_path / "aftercare.db"))
+        store, registry = open_store(settings.database), build_registry(settings)
         repo = Repository(registry)
         now = [datetime(2026, 3, 2, 9, 0, tzinfo=UTC)]
         dispatcher = Dispatcher(store, repo, Outbox(settings.base_url), settings.base_url,

@@ -21,10 +21,12 @@ from shared.events.consumer import ConsumerRunner, RunnerConfig
 from shared.events.dlq import dead_letters
 from shared.events.envelope import build_event
 from shared.events.relay import OutboxRelay
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import Store, open_store
 from tests.support import effect_consumer
 from tests.support.broker import Broker
+from tests.support.engines import query
 from tests.support.events import start_at_end
+from tests.support.postgres import store_locator
 from tests.support.processes import Proc
 from tests.support.waiting import wait_until
 
@@ -38,7 +40,7 @@ def careplan(n: int, patient: str) -> dict:
             "identifier": [{"system": "urn:test:seq", "value": str(n)}]}
 
 
-def commit_events(store: SQLiteStore, numbers: range, patients: list[str]) -> list[str]:
+def commit_events(store: Store, numbers: range, patients: list[str]) -> list[str]:
     """Commit one CarePlan event per number into the outbox; returns their ce_ids in commit order."""
     ids = []
     with store.transaction() as tx:
@@ -51,9 +53,9 @@ def commit_events(store: SQLiteStore, numbers: range, patients: list[str]) -> li
 
 
 @pytest.fixture
-def outbox(tmp_path: Path, broker: Broker) -> Iterator[SQLiteStore]:
+def outbox(tmp_path: Path, broker: Broker) -> Iterator[Store]:
     """A producing store whose relay runs in a thread, as in a service's worker."""
-    store = SQLiteStore(tmp_path / "producer.db")
+    store = open_store(store_locator(tmp_path / "producer.db"))
     stop = threading.Event()
     relay = OutboxRelay(store, partial(kafka.producer, broker.bootstrap), poll_ms=5)
     thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
@@ -63,13 +65,13 @@ def outbox(tmp_path: Path, broker: Broker) -> Iterator[SQLiteStore]:
     thread.join(30)
 
 
-def effects(store: SQLiteStore, ce_ids: set[str]) -> list[tuple[int, str, str, str]]:
-    rows = store._conn().execute("SELECT n, ce_id, patient, subject FROM effect ORDER BY n").fetchall()
-    return [tuple(r) for r in rows if r[1] in ce_ids]
+def effects(store: Store, ce_ids: set[str]) -> list[tuple[int, str, str, str]]:
+    rows = query(store, "SELECT n, ce_id, patient, subject FROM effect ORDER BY n")
+    return [r for r in rows if r[1] in ce_ids]
 
 
-def consumer_proc(db: Path, group: str, broker: Broker, log: Path, delay_ms: int = 0) -> Proc:
-    argv = [sys.executable, "-m", "tests.support.effect_consumer", str(db), group, TOPIC,
+def consumer_proc(db: str, group: str, broker: Broker, log: Path, delay_ms: int = 0) -> Proc:
+    argv = [sys.executable, "-m", "tests.support.effect_consumer", db, group, TOPIC,
             "--servers", broker.bootstrap, "--delay-ms", str(delay_ms)]
     return Proc("effect-consumer", argv, None, log)
 
@@ -83,9 +85,9 @@ def assert_in_commit_order_per_patient(rows: list[tuple]) -> None:
 
 
 def test_given_a_consumer_killed_twice_mid_stream_then_every_effect_is_stored_exactly_once(
-        outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
-    db = tmp_path / "effects.db"
-    store = effect_consumer.effect_store(str(db))
+        outbox: Store, broker: Broker, tmp_path: Path) -> None:
+    db = store_locator(tmp_path / "effects.db")
+    store = effect_consumer.effect_store(db)
     group = f"test-exactly-once-{uuid.uuid4().hex[:8]}"
     start_at_end(broker.bootstrap, group, [TOPIC])  # earlier tests' records are not this test's
     patients = [f"pt-{uuid.uuid4().hex[:6]}-{i}" for i in range(12)]
@@ -106,8 +108,8 @@ def test_given_a_consumer_killed_twice_mid_stream_then_every_effect_is_stored_ex
 
 
 def test_given_the_broker_restarts_mid_stream_then_relay_and_consumer_recover_with_nothing_lost_or_doubled(
-        outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
-    store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
+        outbox: Store, broker: Broker, tmp_path: Path) -> None:
+    store = effect_consumer.effect_store(store_locator(tmp_path / "effects.db"))
     group = f"test-restart-{uuid.uuid4().hex[:8]}"
     start_at_end(broker.bootstrap, group, [TOPIC])  # earlier tests' records are not this test's
     patients = [f"pt-{uuid.uuid4().hex[:6]}-{i}" for i in range(5)]
@@ -138,11 +140,11 @@ def send_raw(broker: Broker, key: str, headers: list[tuple[str, str]], value: st
 
 def test_given_poison_messages_then_they_land_in_the_dlq_with_a_reason_and_a_replay_applies_them_once(
         broker: Broker, tmp_path: Path, expect_dead_letters: None) -> None:
-    store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
+    store = effect_consumer.effect_store(store_locator(tmp_path / "effects.db"))
     group = f"test-poison-{uuid.uuid4().hex[:8]}"
     start_at_end(broker.bootstrap, group, [TOPIC])  # earlier tests' records are not this test's
     blocked = f"pt-blocked-{uuid.uuid4().hex[:6]}"
-    store._conn().execute("INSERT INTO blocked VALUES (?)", (blocked,))
+    query(store, "INSERT INTO blocked VALUES (?)", (blocked,))
     no_headers_key = f"pt-noheaders-{uuid.uuid4().hex[:6]}"
     send_raw(broker, no_headers_key, [], json.dumps(careplan(1, no_headers_key)))
     bad = build_event("iop.careplan.created", BASE, "pt-bad", dict(careplan(2, "pt-bad"), status="bogus"))
@@ -172,7 +174,7 @@ def test_given_poison_messages_then_they_land_in_the_dlq_with_a_reason_and_a_rep
         assert all(d.header("dlq_original_topic") == TOPIC and d.header("dlq_original_offset") for d in letters)
         assert not effects(store, {held_id, bad_id})
 
-        store._conn().execute("DELETE FROM blocked")  # the cause is fixed
+        query(store, "DELETE FROM blocked")  # the cause is fixed
         iop = [sys.executable, "-m", "shared.cli", "dlq", "replay", TOPIC, "--id", held_id]
         env = {"KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "PATH": "/usr/bin:/bin"}
         for _ in range(2):  # replaying twice still has one effect
@@ -210,14 +212,14 @@ class BatchRunner(ConsumerRunner):
 
 @pytest.mark.parametrize("failing_dlq_sends", [0, 1], ids=["dlq-up", "first-dlq-send-fails"])
 def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_and_every_effect_lands_once(
-        outbox: SQLiteStore, broker: Broker, tmp_path: Path, failing_dlq_sends: int, expect_dead_letters: None) -> None:
+        outbox: Store, broker: Broker, tmp_path: Path, failing_dlq_sends: int, expect_dead_letters: None) -> None:
     """A poison record, a transiently failing one, and (second case) a DLQ send that fails mid-batch:
     the rest of that batch is fetched again, not passed over."""
-    store = effect_consumer.effect_store(str(tmp_path / "effects.db"))
+    store = effect_consumer.effect_store(store_locator(tmp_path / "effects.db"))
     run = uuid.uuid4().hex[:6]
     patients = [f"pt-batch-{run}-{n}" for n in range(4)]
     blocked, flaky = patients[0], patients[1]
-    store._conn().execute("INSERT INTO blocked VALUES (?)", (blocked,))
+    query(store, "INSERT INTO blocked VALUES (?)", (blocked,))
     group = f"test-batch-{run}"
     start_at_end(broker.bootstrap, group, [TOPIC])
     ids = commit_events(outbox, range(200, 240), patients)  # 10 events per patient
@@ -260,7 +262,7 @@ def test_given_failing_records_inside_one_poll_batch_then_only_they_are_undone_a
 
 
 def test_given_a_second_member_joining_then_what_the_first_applied_is_committed_and_not_delivered_again(
-        outbox: SQLiteStore, broker: Broker, tmp_path: Path) -> None:
+        outbox: Store, broker: Broker, tmp_path: Path) -> None:
     """Offsets are committed only every few hundred ms; a rebalance commits the rest before partitions move."""
     run = uuid.uuid4().hex[:6]
     group = f"test-rebalance-{run}"
@@ -269,8 +271,8 @@ def test_given_a_second_member_joining_then_what_the_first_applied_is_committed_
     wait_until(lambda: not outbox.unsent_events(1), 30, what="all 40 events on the topic")
     mine = set(ids)
 
-    def member(name: str) -> tuple[ConsumerRunner, threading.Event, threading.Thread, SQLiteStore]:
-        store = effect_consumer.effect_store(str(tmp_path / f"{name}.db"))
+    def member(name: str) -> tuple[ConsumerRunner, threading.Event, threading.Thread, Store]:
+        store = effect_consumer.effect_store(store_locator(tmp_path / f"{name}.db"))
         effect = effect_consumer.make_handler(0)
         config = RunnerConfig(group, {"iop.careplan.created": effect}, [TOPIC], commit_every_s=3600)
         runner = ConsumerRunner(store, kafka.consumer(broker.bootstrap, group, [TOPIC]),
@@ -295,7 +297,7 @@ def test_given_a_second_member_joining_then_what_the_first_applied_is_committed_
 
 
 def test_an_independent_kafka_client_reads_the_cloudevents_headers_and_a_fhir_bundle(
-        outbox: SQLiteStore, broker: Broker) -> None:
+        outbox: Store, broker: Broker) -> None:
     from confluent_kafka import Consumer
 
     patient = f"pt-independent-{uuid.uuid4().hex[:6]}"

@@ -1,12 +1,16 @@
 """The check that runs after every broker test: an undeclared dead letter or handler error fails the test."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shared.config import ROOT
 from tests.support.broker import Broker
+from tests.support.postgres import store_locator
 
 INNER_TESTS = '''
+import os
 import threading
 import uuid
 from functools import partial
@@ -15,7 +19,7 @@ from shared.events import kafka
 from shared.events.consumer import ConsumerRunner, PoisonMessage, RunnerConfig
 from shared.events.dlq import dead_letters
 from shared.events.envelope import build_event
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import open_store
 from tests.integration.test_event_backbone import BASE, TOPIC, careplan, send_raw
 from tests.support.events import start_at_end
 from tests.support.waiting import wait_until
@@ -30,7 +34,7 @@ def consume_one(broker, tmp_path, failure):
         raise failure
 
     config = RunnerConfig(group, {"iop.careplan.created": handler}, [TOPIC], max_attempts=1)
-    runner = ConsumerRunner(SQLiteStore(tmp_path / "effects.db"), kafka.consumer(broker.bootstrap, group, [TOPIC]),
+    runner = ConsumerRunner(open_store(os.environ["INNER_STORE"]), kafka.consumer(broker.bootstrap, group, [TOPIC]),
                             partial(kafka.producer, broker.bootstrap), config)
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,), daemon=True)
@@ -67,10 +71,11 @@ def test_handler_error_declared(broker, tmp_path, expect_dead_letters, expect_ha
 
 
 def test_a_test_that_dead_letters_or_meets_a_handler_error_without_declaring_it_fails(
-        pytester: pytest.Pytester, broker: Broker, monkeypatch: pytest.MonkeyPatch,
+        pytester: pytest.Pytester, broker: Broker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         expect_dead_letters: None) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)  # the inner run uses this broker, starts none
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.setenv("INNER_STORE", store_locator(tmp_path / "effects.db"))  # on this run's engine and server
     pytester.makeconftest("from tests.conftest import *  # noqa: F403\n")
     pytester.makepyfile(test_inner=INNER_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rA")

@@ -12,7 +12,9 @@ from shared.config import Settings
 from shared.events.envelope import build_event, parse_event
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import open_store
+from tests.support.engines import query
+from tests.support.postgres import store_locator
 from tests.unit.test_encounters_schedule import CAREPLAN  # Mon/Wed/Fri group and a Monday individual session
 
 MONDAY = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)  # the first day of the plan's activities
@@ -20,8 +22,8 @@ MONDAY = datetime(2025, 3, 3, 6, 0, tzinfo=UTC)  # the first day of the plan's a
 
 class Clinic:
     def __init__(self, tmp_path: Path) -> None:
-        settings = Settings(service="encounters", database=str(tmp_path / "encounters.db"))
-        self.store, self.now = SQLiteStore(settings.database), MONDAY
+        settings = Settings(service="encounters", database=store_locator(tmp_path / "encounters.db"))
+        self.store, self.now = open_store(settings.database), MONDAY
         self.handlers = EncounterHandlers(Repository(build_registry(settings)), Outbox(settings.base_url),
                                           clock=lambda: self.now, weeks_ahead=1, program_tz="UTC")
 
@@ -34,7 +36,7 @@ class Clinic:
     def sessions(self) -> dict[str, list[str]]:
         """Session start dates by Encounter status."""
         by_status: dict[str, list[str]] = {}
-        for (raw,) in self.store._conn().execute("SELECT json FROM resource WHERE type='Encounter'"):
+        for (raw,) in query(self.store, "SELECT json FROM resource WHERE type='Encounter'"):
             encounter = json.loads(raw)
             by_status.setdefault(encounter["status"], []).append(encounter["period"]["start"][:10])
         return {status: sorted(days) for status, days in by_status.items()}

@@ -13,9 +13,10 @@ from services.aftercare.samples import consent, subscription
 from shared.config import Settings
 from shared.events.outbox import Outbox
 from shared.fhir.registry import Repository
-from shared.fhir.store import SQLiteStore
+from shared.fhir.store import open_store
 from tests.support.interrupting_endpoint import InterruptingEndpoint
 from tests.support.ports import port
+from tests.support.postgres import store_locator
 
 CAREPLAN = {"resourceType": "CarePlan", "id": "cp1", "status": "active", "intent": "plan",
             "subject": {"reference": "Patient/p1"}}
@@ -26,7 +27,7 @@ class Aftercare:
 
     def __init__(self, path: str) -> None:
         settings = Settings("aftercare", database=path)
-        self.store, self.repo = SQLiteStore(path), Repository(build_registry(settings))
+        self.store, self.repo = open_store(path), Repository(build_registry(settings))
         self.now = datetime.now(UTC)
         self.dispatcher = Dispatcher(self.store, self.repo, Outbox(settings.base_url), settings.base_url,
                                      RetryPolicy(0.001, 0.001, timedelta(hours=1)), clock=lambda: self.now)
@@ -50,7 +51,7 @@ class Aftercare:
 
 @pytest.fixture
 def aftercare(tmp_path) -> Aftercare:
-    return Aftercare(str(tmp_path / "aftercare.db"))
+    return Aftercare(store_locator(tmp_path / "aftercare.db"))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """A consumer process for the delivery tests: each applied event inserts one effect row.
 
-The effect table has no unique constraint, so a doubled effect would show as a second row.
+The effect table has no unique constraint, so a doubled effect would show as a second row. DB is a SQLite
+path or a postgresql:// URL.
 An event whose patient is listed in the `blocked` table fails as a poison message until
 the test unblocks it (the "cause" that a DLQ replay waits for).
 
@@ -18,33 +19,38 @@ from shared.events import kafka
 from shared.events.catalogue import BY_TYPE
 from shared.events.consumer import ConsumerRunner, PoisonMessage, RunnerConfig
 from shared.events.envelope import Event
-from shared.fhir.store import SQLiteStore, Transaction
+from shared.fhir.store import Store, Transaction, open_store
 from shared.logs import configure
+from tests.support.engines import execute, script
 
 EFFECT_SCHEMA = """
 CREATE TABLE IF NOT EXISTS effect (n INTEGER PRIMARY KEY AUTOINCREMENT, ce_id TEXT, patient TEXT, subject TEXT);
 CREATE TABLE IF NOT EXISTS blocked (patient TEXT PRIMARY KEY);
 """
+EFFECT_SCHEMA_PG = """
+CREATE TABLE IF NOT EXISTS effect (n BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ce_id TEXT, patient TEXT,
+  subject TEXT);
+CREATE TABLE IF NOT EXISTS blocked (patient TEXT PRIMARY KEY);
+"""
 
 
-def effect_store(path: str) -> SQLiteStore:
-    store = SQLiteStore(path)
-    store._conn().executescript(EFFECT_SCHEMA)
+def effect_store(locator: str) -> Store:
+    store = open_store(locator)
+    script(store, EFFECT_SCHEMA, EFFECT_SCHEMA_PG)
     return store
 
 
 def make_handler(delay_s: float):
     def apply(tx: Transaction, event: Event) -> None:
-        if tx.conn.execute("SELECT 1 FROM blocked WHERE patient=?", (event.key,)).fetchone():
+        if execute(tx, "SELECT 1 FROM blocked WHERE patient=?", (event.key,)):
             raise PoisonMessage(f"patient {event.key} is blocked")
-        tx.conn.execute("INSERT INTO effect (ce_id, patient, subject) VALUES (?,?,?)",
-                        (event.id, event.key, event.subject))
+        execute(tx, "INSERT INTO effect (ce_id, patient, subject) VALUES (?,?,?)", (event.id, event.key, event.subject))
         if delay_s:
             time.sleep(delay_s)
     return apply
 
 
-def runner(store: SQLiteStore, servers: str, group: str, topic: str, delay_s: float = 0.0) -> ConsumerRunner:
+def runner(store: Store, servers: str, group: str, topic: str, delay_s: float = 0.0) -> ConsumerRunner:
     handler = make_handler(delay_s)
     handlers = {t: handler for t, et in BY_TYPE.items() if et.topic == topic}
     config = RunnerConfig(group, handlers, [topic], max_attempts=3, backoff_ms=50, lag_every_s=1.0)
