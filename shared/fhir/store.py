@@ -147,6 +147,37 @@ def _row_to_stored(row: sqlite3.Row, method: str = "PUT") -> Stored:
                   json.loads(row["json"]), method)
 
 
+def next_version(current: Stored | None, rtype: str, rid: str, resource: dict, expected_version: int | None
+                 ) -> tuple[int, str, dict, str, str]:
+    """What writing `resource` over `current` stores: version, lastUpdated, body with its meta, its JSON text and
+    the history method; 412 when `expected_version` (If-Match) is not the current one."""
+    current_version = current.version if current else 0
+    if expected_version is not None and expected_version != current_version:
+        raise FhirError.single(412, f"version conflict: {rtype}/{rid} is at version {current_version}, "
+                                    f"not {expected_version}", code="conflict")
+    version, now = current_version + 1, now_instant()
+    body = dict(resource, id=rid)
+    body["meta"] = dict(resource.get("meta") or {}, versionId=str(version), lastUpdated=now)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return version, now, body, text, "POST" if current is None else "PUT"
+
+
+def delete_current(tx: Transaction, execute: Any, rtype: str, rid: str) -> Stored | None:
+    """A transaction's delete on either engine, `execute` taking SQL with `?` placeholders: a history row marked
+    deleted, the resource row kept as a tombstone, its index rows gone."""
+    current = tx.read(rtype, rid)
+    if current is None or current.deleted:
+        return current
+    version, now = current.version + 1, now_instant()
+    text = json.dumps(current.resource, separators=(",", ":"), ensure_ascii=False)
+    execute("INSERT INTO history (type, id, version, last_updated, deleted, method, json)"
+            " VALUES (?,?,?,?,1,'DELETE',?)", (rtype, rid, version, now, text))
+    execute("UPDATE resource SET version=?, last_updated=?, deleted=1 WHERE type=? AND id=?",
+            (version, now, rtype, rid))
+    tx.write_index(rtype, rid, [])
+    return Stored(rtype, rid, version, now, True, current.resource, "DELETE")
+
+
 class SQLiteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -176,16 +207,7 @@ class SQLiteTransaction:
 
     def write(self, rtype: str, rid: str, resource: dict, index: list[IndexRow],
               expected_version: int | None = None) -> Stored:
-        current = self.read(rtype, rid)
-        current_version = current.version if current else 0
-        if expected_version is not None and expected_version != current_version:
-            raise FhirError.single(412, f"version conflict: {rtype}/{rid} is at version {current_version}, "
-                                        f"not {expected_version}", code="conflict")
-        version, now = current_version + 1, now_instant()
-        body = dict(resource, id=rid)
-        body["meta"] = dict(resource.get("meta") or {}, versionId=str(version), lastUpdated=now)
-        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        method = "POST" if current is None else "PUT"
+        version, now, body, text, method = next_version(self.read(rtype, rid), rtype, rid, resource, expected_version)
         cur = self.conn.execute(
             "INSERT INTO history (type, id, version, last_updated, deleted, method, json) VALUES (?,?,?,?,0,?,?)",
             (rtype, rid, version, now, method, text))
@@ -197,17 +219,7 @@ class SQLiteTransaction:
         return Stored(rtype, rid, version, now, False, body, method)
 
     def delete(self, rtype: str, rid: str) -> Stored | None:
-        current = self.read(rtype, rid)
-        if current is None or current.deleted:
-            return current
-        version, now = current.version + 1, now_instant()
-        text = json.dumps(current.resource, separators=(",", ":"), ensure_ascii=False)
-        self.conn.execute("INSERT INTO history (type, id, version, last_updated, deleted, method, json)"
-                          " VALUES (?,?,?,?,1,'DELETE',?)", (rtype, rid, version, now, text))
-        self.conn.execute("UPDATE resource SET version=?, last_updated=?, deleted=1 WHERE type=? AND id=?",
-                          (version, now, rtype, rid))
-        self.write_index(rtype, rid, [])
-        return Stored(rtype, rid, version, now, True, current.resource, "DELETE")
+        return delete_current(self, self.conn.execute, rtype, rid)
 
     def write_index(self, rtype: str, rid: str, index: list[IndexRow]) -> None:
         self.conn.execute("DELETE FROM search_index WHERE type=? AND id=?", (rtype, rid))

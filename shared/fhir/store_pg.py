@@ -40,7 +40,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.config import env_int, redact_url
 from shared.fhir.migrations import migrate_postgresql
-from shared.fhir.outcome import FhirError
 from shared.fhir.store import (
     IndexRow,
     OutboxEvent,
@@ -49,6 +48,8 @@ from shared.fhir.store import (
     StoreUnavailable,
     WorkItem,
     _row_to_stored,
+    delete_current,
+    next_version,
 )
 from shared.fhir.util import now_instant
 
@@ -125,16 +126,7 @@ class PostgresTransaction:
 
     def write(self, rtype: str, rid: str, resource: dict, index: list[IndexRow],
               expected_version: int | None = None) -> Stored:
-        current = self.read(rtype, rid)
-        current_version = current.version if current else 0
-        if expected_version is not None and expected_version != current_version:
-            raise FhirError.single(412, f"version conflict: {rtype}/{rid} is at version {current_version}, "
-                                        f"not {expected_version}", code="conflict")
-        version, now = current_version + 1, now_instant()
-        body = dict(resource, id=rid)
-        body["meta"] = dict(resource.get("meta") or {}, versionId=str(version), lastUpdated=now)
-        text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
-        method = "POST" if current is None else "PUT"
+        version, now, body, text, method = next_version(self.read(rtype, rid), rtype, rid, resource, expected_version)
         self.execute(
             "WITH h AS (INSERT INTO history (type, id, version, last_updated, deleted, method, json)"
             " VALUES (?,?,?,?,0,?,?) RETURNING seq)"
@@ -147,17 +139,7 @@ class PostgresTransaction:
         return Stored(rtype, rid, version, now, False, body, method)
 
     def delete(self, rtype: str, rid: str) -> Stored | None:
-        current = self.read(rtype, rid)
-        if current is None or current.deleted:
-            return current
-        version, now = current.version + 1, now_instant()
-        text = json.dumps(current.resource, separators=(",", ":"), ensure_ascii=False)
-        self.execute("INSERT INTO history (type, id, version, last_updated, deleted, method, json)"
-                     " VALUES (?,?,?,?,1,'DELETE',?)", (rtype, rid, version, now, text))
-        self.execute("UPDATE resource SET version=?, last_updated=?, deleted=1 WHERE type=? AND id=?",
-                     (version, now, rtype, rid))
-        self.write_index(rtype, rid, [])
-        return Stored(rtype, rid, version, now, True, current.resource, "DELETE")
+        return delete_current(self, self.execute, rtype, rid)
 
     def write_index(self, rtype: str, rid: str, index: list[IndexRow]) -> None:
         self.execute("DELETE FROM search_index WHERE type=? AND id=?", (rtype, rid))
