@@ -178,6 +178,19 @@ def delete_current(tx: Transaction, execute: Any, rtype: str, rid: str) -> Store
     return Stored(rtype, rid, version, now, True, current.resource, "DELETE")
 
 
+def history_clause(rtype: str | None, rid: str | None, since: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (with `?` placeholders) and its arguments of a history query on either engine."""
+    where, args = [], []
+    for column, value in (("type", rtype), ("id", rid)):
+        if value is not None:
+            where.append(f"{column}=?")
+            args.append(value)
+    if since:
+        where.append("last_updated>=?")
+        args.append(since)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
+
+
 class SQLiteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
@@ -346,15 +359,7 @@ class SQLiteStore:
         return _row_to_stored(row, row["method"]) if row else None
 
     def history(self, rtype: str | None, rid: str | None, since: str | None, count: int, offset: int) -> Page:
-        where, args = [], []
-        for column, value in (("type", rtype), ("id", rid)):
-            if value is not None:
-                where.append(f"{column}=?")
-                args.append(value)
-        if since:
-            where.append("last_updated>=?")
-            args.append(since)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        clause, args = history_clause(rtype, rid, since)
         conn = self._conn()
         total = conn.execute(f"SELECT count(*) FROM history{clause}", args).fetchone()[0]
         rows = conn.execute(f"SELECT * FROM history{clause} ORDER BY seq DESC LIMIT ? OFFSET ?",

@@ -49,6 +49,7 @@ from shared.fhir.store import (
     WorkItem,
     _row_to_stored,
     delete_current,
+    history_clause,
     next_version,
 )
 from shared.fhir.util import now_instant
@@ -369,15 +370,7 @@ class PostgresStore:
         return _row_to_stored(rows[0], rows[0]["method"]) if rows else None
 
     def history(self, rtype: str | None, rid: str | None, since: str | None, count: int, offset: int) -> Page:
-        where, args = [], []
-        for column, value in (("type", rtype), ("id", rid)):
-            if value is not None:
-                where.append(f"{column}=?")
-                args.append(value)
-        if since:
-            where.append("last_updated>=?")
-            args.append(since)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        clause, args = history_clause(rtype, rid, since)
 
         def page(conn: psycopg.Connection) -> tuple[int, list[dict[str, Any]]]:
             total = conn.execute(pg_sql(f"SELECT count(*) AS n FROM history{clause}"), args).fetchone()["n"]
