@@ -107,9 +107,17 @@ status: ## Every replica (supervisorctl status, readiness), consumer membership 
 	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh status || true; fi
 	@$(VENV)/bin/iop status || true
 
-test: setup $(HAPROXY_BIN) $(PROMTOOL) helm-background ## Run every test (unit, integration, end-to-end) against a real broker the tests start, then the store-touching ones on PostgreSQL
-	$(PY) -m pytest -q
-	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
+# The PostgreSQL pass runs beside the SQLite pass, on ports 3000 up and under var/test-postgresql; its output is
+# kept in var/test-postgresql.log and printed when both are done. Either failing fails `make test`.
+PG_PASS := IOP_TEST_STORE=postgresql IOP_TEST_PORT_OFFSET=$$(( $${IOP_TEST_PORT_OFFSET:-0} + 3000 )) \
+  IOP_TEST_VAR_DIR=$(CURDIR)/var/test-postgresql $(PY) -m pytest -q -p no:cacheprovider $(PG_TESTS)
+
+test: setup $(HAPROXY_BIN) $(PROMTOOL) helm-background ## Run every test (unit, integration, end-to-end) against a real broker the tests start, and the store-touching ones on PostgreSQL beside them
+	@echo "the PostgreSQL pass runs beside this one: var/test-postgresql.log"
+	@$(PG_PASS) >var/test-postgresql.log 2>&1 & pg=$$!; trap 'kill $$pg 2>/dev/null' INT TERM; \
+	  $(PY) -m pytest -q; sqlite=$$?; wait $$pg; postgresql=$$?; \
+	  echo "--- the PostgreSQL pass (var/test-postgresql.log)"; cat var/test-postgresql.log; \
+	  echo "SQLite pass: exit $$sqlite; PostgreSQL pass: exit $$postgresql"; exit $$(( sqlite || postgresql ))
 
 test-postgresql: setup ## Only the store-touching tests, with every store on a throwaway PostgreSQL server
 	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)

@@ -19,8 +19,8 @@ from tests.support.hapi_server import HapiServer
 from tests.support.otlp import OtlpReceiver
 from tests.support.ports import port
 from tests.support.postgres import PgServer, shared_server, test_engine
+from tests.support.scripts import TEST_VAR
 
-TEST_VAR = ROOT / "var" / "test"
 pytest_plugins = ["pytester"]
 
 

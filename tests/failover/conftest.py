@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.config import ROOT
 from tests.support import processes
 from tests.support.broker import Cluster
 from tests.support.failure_watch import FailureWatch
 from tests.support.ports import port
+from tests.support.scripts import TEST_VAR
 from tests.support.waiting import wait_until
 
 # The services on the path from an intake to its plan (the other two would only add load on two CPUs).
@@ -85,7 +85,7 @@ def cluster_suite(kafka_cluster: Cluster, tmp_path_factory: pytest.TempPathFacto
         for proc in suite.procs.values():
             proc.stop()
         if (var_dir / "log").exists():
-            shutil.copytree(var_dir / "log", ROOT / "var" / "test" / "cluster-suite-logs", dirs_exist_ok=True)
+            shutil.copytree(var_dir / "log", TEST_VAR / "cluster-suite-logs", dirs_exist_ok=True)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 While 300 partner intakes stream in: SIGKILL the broker leading a busy partition, or one of two careplan workers.
 Then every accepted intake has exactly one plan (none lost, none doubled), intake never answered 5xx, every event
 a service committed is on its topic, and per patient in the order it was committed (read from the outside).
-The figures (lost, doubled, 5xx, recovery times) are printed and kept in var/test/failover-figures.json.
+The figures (lost, doubled, 5xx, recovery times) are printed and kept in failover-figures.json under var/test.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from bench.load import IntakeLoad, Submission, bodies
-from shared.config import ROOT
 from shared.events.catalogue import AFTERCARE, CAREPLAN, ENCOUNTER, INTAKE, PARTITIONS, TOPICS
 from shared.events.relay import LEASE
 from shared.fhir.store import open_store
@@ -32,6 +31,7 @@ from tests.failover.conftest import CAREPLAN_REPLICAS, PORTS, ClusterSuite
 from tests.support.auth import bearer, http
 from tests.support.broker import Cluster
 from tests.support.failure_watch import FailureWatch
+from tests.support.scripts import TEST_VAR
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.kafka_cluster]
@@ -41,7 +41,7 @@ FAIL_AFTER = 100
 OWN_TOPIC = {service: topic for service, topic in (("intake", INTAKE), ("careplan", CAREPLAN),
                                                     ("encounters", ENCOUNTER), ("aftercare", AFTERCARE))
              if service in PORTS}
-FIGURES = ROOT / "var" / "test" / "failover-figures.json"
+FIGURES = TEST_VAR / "failover-figures.json"
 
 
 class PlanWatch:

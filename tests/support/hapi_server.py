@@ -7,6 +7,7 @@ and conditional references, so a Bundle it accepts is one a standard server acce
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -18,11 +19,12 @@ from pathlib import Path
 import requests
 
 from shared.config import ROOT
+from tests.support.scripts import TEST_VAR
 from tests.support.waiting import wait_until
 
 HAPI_DIR = ROOT / "tests" / "support" / "hapi"
 JAR = HAPI_DIR / "target" / "test-ehr.jar"
-LOG = ROOT / "var" / "test" / "hapi.log"
+LOG = TEST_VAR / "hapi.log"
 PACKAGES = ROOT / "tests" / "fhir-packages"
 US_CORE = ("hl7.fhir.us.core-6.1.0.tgz", "hl7.fhir.uv.extensions.r4-5.1.0.tgz", "hl7.fhir.uv.sdc-3.0.0.tgz",
            "hl7.fhir.uv.smart-app-launch-2.1.0.tgz", "hl7.fhir.uv.bulkdata-2.0.0.tgz", "ihe.formatcode.fhir-1.1.0.tgz")
@@ -46,7 +48,15 @@ class HapiServer:
 
     @staticmethod
     def ensure_built() -> Path:
-        """Runs `mvn package` only when the jar is missing or older than the pom or a source file."""
+        """Runs `mvn package` only when the jar is missing or older than the pom or a source file; a run beside
+        this one (IOP_TEST_VAR_DIR) waits for the build rather than racing it."""
+        HAPI_DIR.joinpath("target").mkdir(exist_ok=True)
+        with open(HAPI_DIR / "target" / ".build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return HapiServer._build()
+
+    @staticmethod
+    def _build() -> Path:
         if JAR.exists() and JAR.stat().st_mtime >= max(p.stat().st_mtime for p in _sources()):
             return JAR
         mvn = shutil.which("mvn")

@@ -8,7 +8,9 @@ from pathlib import Path
 from shared.config import ROOT
 
 KAFKA_SH, SUITE_SH = str(ROOT / "deploy" / "kafka" / "kafka.sh"), str(ROOT / "deploy" / "suite.sh")
-TEST_VAR = ROOT / "var" / "test"  # where the tests' broker keeps its jars and data (tests/conftest.py)
+# Where the tests' broker keeps its jars and data, and the tests keep their logs and figures: var/test, or
+# IOP_TEST_VAR_DIR for a second run beside the first (with its own IOP_TEST_PORT_OFFSET).
+TEST_VAR = Path(os.environ.get("IOP_TEST_VAR_DIR") or ROOT / "var" / "test").absolute()
 KEPT = ("PATH", "HOME", "LANG", "TMPDIR", "JAVA_HOME")  # what an operator's shell holds besides our settings
 
 
