@@ -21,7 +21,7 @@ PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges 
   tests/integration/test_ehr_dispatch.py tests/integration/test_subscription_writes.py \
   tests/integration/test_event_backbone.py tests/integration/test_failure_watch.py tests/fuzz
 
-.PHONY: help setup tools helm-background run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
+.PHONY: help setup tools run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -38,12 +38,11 @@ $(KAFKA_JARS): deploy/kafka/pom.xml
 setup: $(STAMP) $(KAFKA_JARS) ## Virtual environment, dependencies, Kafka jars, PostgreSQL binaries (quick when done)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || deploy/postgres/postgres.sh install
 
-# The deployment checks' tools, fetched or built once and kept under var/tools: promtool from Debian's prometheus
-# package (unpacked, nothing installed or started), helm built from the Go module proxy (minutes, once).
+# The deployment checks' tool that PyPI does not serve, fetched once and kept under var/tools: promtool from Debian's
+# prometheus package (unpacked, nothing installed or started). hadolint, kubernetes-validate and the Helm SDK
+# come with the test dependencies.
 TOOLS := var/tools
 PROMTOOL := $(TOOLS)/prometheus/usr/bin/promtool
-HELM := $(TOOLS)/bin/helm
-HELM_VERSION := v3.22.0
 
 $(PROMTOOL):
 	@mkdir -p $(TOOLS)/deb
@@ -51,17 +50,7 @@ $(PROMTOOL):
 	dpkg -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
 	@rm -rf $(TOOLS)/deb
 
-$(HELM):
-	GOBIN=$(abspath $(TOOLS)/bin) GOFLAGS=-modcacherw go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
-
-tools: $(PROMTOOL) $(HELM) ## promtool and helm for the deployment checks, cached under var/tools
-
-# Building helm takes minutes on a fresh machine: `make test` starts it in the background and the deployment
-# checks, which run last, wait for it (tests/support/tools.py).
-helm-background:
-	@mkdir -p $(TOOLS)
-	@if [ ! -x $(HELM) ]; then echo "helm: building in the background ($(TOOLS)/helm-build.log)"; \
-	  nohup $(MAKE) -s $(HELM) >$(TOOLS)/helm-build.log 2>&1 </dev/null & echo $$! >$(TOOLS)/helm-build.pid; fi
+tools: $(PROMTOOL) ## promtool for the deployment checks, cached under var/tools
 
 kafka-up: setup ## Start the local Kafka broker (KRaft, 127.0.0.1:9092 or IOP_KAFKA_PORT) and wait until it answers
 	deploy/kafka/kafka.sh start
@@ -112,7 +101,7 @@ status: ## Every replica (supervisorctl status, readiness), consumer membership 
 PG_PASS := IOP_TEST_STORE=postgresql IOP_TEST_PORT_OFFSET=$$(( $${IOP_TEST_PORT_OFFSET:-0} + 3000 )) \
   IOP_TEST_VAR_DIR=$(CURDIR)/var/test-postgresql $(PY) -m pytest -q -p no:cacheprovider $(PG_TESTS)
 
-test: setup $(HAPROXY_BIN) $(PROMTOOL) helm-background ## Run every test (unit, integration, end-to-end) against a real broker the tests start, and the store-touching ones on PostgreSQL beside them
+test: setup $(HAPROXY_BIN) $(PROMTOOL) ## Run every test (unit, integration, end-to-end) against a real broker the tests start, and the store-touching ones on PostgreSQL beside them
 	@echo "the PostgreSQL pass runs beside this one: var/test-postgresql.log"
 	@$(PG_PASS) >var/test-postgresql.log 2>&1 & pg=$$!; trap 'kill $$pg 2>/dev/null' INT TERM; \
 	  $(PY) -m pytest -q; sqlite=$$?; wait $$pg; postgresql=$$?; \

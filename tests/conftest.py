@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import ROOT
 from tests.support import processes
 from tests.support.broker import Broker, Cluster
 from tests.support.failure_watch import FailureWatch
@@ -25,9 +24,7 @@ pytest_plugins = ["pytester"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The deployment checks run last: on a fresh machine `make test` is still building their helm meanwhile.
-    Tests marked `postgresql` restart the run's PostgreSQL server: on a SQLite run they are deselected."""
-    items.sort(key=lambda item: item.path.is_relative_to(ROOT / "tests" / "deploy"))
+    """Tests marked `postgresql` restart the run's PostgreSQL server: on a SQLite run they are deselected."""
     if test_engine() == "postgresql":
         return
     deselected = [item for item in items if item.get_closest_marker("postgresql")]

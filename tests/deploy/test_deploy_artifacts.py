@@ -1,9 +1,11 @@
 """Each deployment artifact passes the real tool that checks it: hadolint, the Compose Specification schema,
-helm with the Kubernetes schemas, systemd-analyze. Each check is also shown to refuse a broken input."""
+Helm (its SDK's lint and template) with the Kubernetes schemas, systemd-analyze. Each check is also shown to
+refuse a broken input."""
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 import yaml
 
 from shared.config import ROOT
+from tests.support import helm
 from tests.support.tools import tool
 
 DEPLOY = ROOT / "deploy"
@@ -67,29 +70,25 @@ def test_the_compose_schema_refuses_a_misspelt_condition() -> None:
     assert compose_errors(doc)
 
 
-# -- helm --------------------------------------------------------------------------------------------------
-def render(tmp_path: Path, *values: str) -> Path:
-    args = [a for v in values for a in ("-f", str(CHART / v))]
-    result = run(tool("helm"), "template", "iop", str(CHART), *args)
-    assert result.returncode == 0, result.stderr
+# -- helm ----------------------------------------------------------------------------------------------------
+def render(tmp_path: Path, *files: str) -> Path:
     out = tmp_path / "rendered.yaml"
-    out.write_text(result.stdout)
+    out.write_text(helm.template(CHART, files))
     return out
 
 
-@pytest.mark.parametrize("values", [(), ("ci/cluster-values.yaml",)])
-def test_the_chart_lints_renders_and_every_manifest_is_valid_for_kubernetes(tmp_path, values: tuple) -> None:
-    lint = run(tool("helm"), "lint", "--strict", str(CHART), *[a for v in values for a in ("-f", str(CHART / v))])
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    rendered = render(tmp_path, *values)
+@pytest.mark.parametrize("files", [(), ("ci/cluster-values.yaml",)])
+def test_the_chart_lints_renders_and_every_manifest_is_valid_for_kubernetes(tmp_path, files: tuple) -> None:
+    assert helm.lint(CHART, files) == []
+    rendered = render(tmp_path, *files)
     checked = run(tool("kubernetes-validate"), "-k", KUBERNETES, "--strict", "--quiet", str(rendered))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
     kinds = [d["kind"] for d in docs]
     assert kinds.count("Deployment") == 8 and kinds.count("PodDisruptionBudget") == 8
     assert {"ConfigMap", "Service", "ServiceAccount"} <= set(kinds)
-    assert ("Secret" in kinds) is (not values)  # the cluster values name an existing Secret
-    assert ("HorizontalPodAutoscaler" in kinds) is (not values)  # the cluster values turn the HPA off
+    assert ("Secret" in kinds) is (not files)  # the cluster values name an existing Secret
+    assert ("HorizontalPodAutoscaler" in kinds) is (not files)  # the cluster values turn the HPA off
     for d in (d for d in docs if d["kind"] == "Deployment"):
         pod = d["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
@@ -98,6 +97,13 @@ def test_the_chart_lints_renders_and_every_manifest_is_valid_for_kubernetes(tmp_
         if d["metadata"]["name"].endswith("-web"):
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
             assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_helm_lint_refuses_a_chart_whose_template_does_not_parse(tmp_path) -> None:
+    broken = tmp_path / "iop-suite"
+    shutil.copytree(CHART, broken)
+    (broken / "templates" / "configmap.yaml").write_text("{{ if .Values.web }}\nkind: ConfigMap\n")  # no {{ end }}
+    assert any("configmap.yaml" in finding for finding in helm.lint(broken))
 
 
 def test_the_kubernetes_check_refuses_a_misspelt_field(tmp_path) -> None:
@@ -110,8 +116,8 @@ def test_the_kubernetes_check_refuses_a_misspelt_field(tmp_path) -> None:
                                                   ("worker.replicas=7", "must not exceed kafka.partitions"),
                                                   ("image.pullPolicy=Sometimes", "pullPolicy")])
 def test_the_chart_refuses_values_that_cannot_work(setting: str, refusal: str) -> None:
-    result = run(tool("helm"), "template", "iop", str(CHART), "--set", setting)
-    assert result.returncode != 0 and refusal in result.stderr, result.stderr
+    with pytest.raises(helm.RenderRefused, match=refusal):
+        helm.template(CHART, sets=(setting,))
 
 
 def test_the_strimzi_example_names_every_topic_of_the_contract() -> None:
