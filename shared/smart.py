@@ -18,6 +18,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +115,13 @@ def signing_key(settings: Settings) -> Any:
             pass
         finally:
             temp.unlink()
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return _private_key(path.read_bytes())
+
+
+@lru_cache(maxsize=4)
+def _private_key(pem: bytes) -> Any:
+    """Loading checks an RSA key's arithmetic, tens of milliseconds: once per process and key."""
+    return serialization.load_pem_private_key(pem, password=None)
 
 
 def key_algorithm(key: Any) -> str:
