@@ -3,7 +3,7 @@
 While 300 partner intakes stream in: SIGKILL the broker leading a busy partition, or one of two careplan workers.
 Then every accepted intake has exactly one plan (none lost, none doubled), intake never answered 5xx, every event
 a service committed is on its topic, and per patient in the order it was committed (read from the outside).
-The figures (lost, doubled, 5xx, recovery times) are printed and kept in failover-figures.json under var/test.
+The figures (lost, doubled, 5xx, recovery times) are printed and kept in failover-figures.json under the tests' var dir.
 """
 from __future__ import annotations
 
