@@ -96,22 +96,17 @@ status: ## Every replica (supervisorctl status, readiness), consumer membership 
 	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh status || true; fi
 	@$(VENV)/bin/iop status || true
 
-# `make test` runs two streams at once: the tests on SQLite, and beside them, on ports 3000 up and under
-# var/test-postgresql, the PostgreSQL pass followed by the failure tests on the 3-node cluster (tests/failover, on
-# SQLite stores of their own), whose minutes would otherwise lengthen the first stream. The second stream's output
-# is kept in var/test-postgresql.log and printed when both are done. Either failing fails `make test`.
-SECOND := IOP_TEST_PORT_OFFSET=$$(( $${IOP_TEST_PORT_OFFSET:-0} + 3000 )) IOP_TEST_VAR_DIR=$(CURDIR)/var/test-postgresql
-PG_PASS := $(SECOND) IOP_TEST_STORE=postgresql $(PY) -m pytest -q -p no:cacheprovider $(PG_TESTS)
-FAILOVER_PASS := $(SECOND) $(PY) -m pytest -q -p no:cacheprovider tests/failover
+# The PostgreSQL pass runs beside the SQLite pass, on ports 3000 up and under var/test-postgresql; its output is
+# kept in var/test-postgresql.log and printed when both are done. Either failing fails `make test`.
+PG_PASS := IOP_TEST_STORE=postgresql IOP_TEST_PORT_OFFSET=$$(( $${IOP_TEST_PORT_OFFSET:-0} + 3000 )) \
+  IOP_TEST_VAR_DIR=$(CURDIR)/var/test-postgresql $(PY) -m pytest -q -p no:cacheprovider $(PG_TESTS)
 
 test: setup $(HAPROXY_BIN) $(PROMTOOL) ## Run every test (unit, integration, end-to-end) against a real broker the tests start, and the store-touching ones on PostgreSQL beside them
-	@echo "the PostgreSQL pass and then the cluster failure tests run beside this one: var/test-postgresql.log"
-	@{ $(PG_PASS); pg=$$?; $(FAILOVER_PASS); exit $$(( pg || $$? )); } >var/test-postgresql.log 2>&1 & second=$$!; \
-	  trap 'kill $$second 2>/dev/null' INT TERM; \
-	  $(PY) -m pytest -q --ignore=tests/failover; first=$$?; wait $$second; second=$$?; \
-	  echo "--- the PostgreSQL pass and the cluster failure tests (var/test-postgresql.log)"; \
-	  cat var/test-postgresql.log; \
-	  echo "SQLite tests: exit $$first; PostgreSQL pass and failure tests: exit $$second"; exit $$(( first || second ))
+	@echo "the PostgreSQL pass runs beside this one: var/test-postgresql.log"
+	@$(PG_PASS) >var/test-postgresql.log 2>&1 & pg=$$!; trap 'kill $$pg 2>/dev/null' INT TERM; \
+	  $(PY) -m pytest -q; sqlite=$$?; wait $$pg; postgresql=$$?; \
+	  echo "--- the PostgreSQL pass (var/test-postgresql.log)"; cat var/test-postgresql.log; \
+	  echo "SQLite pass: exit $$sqlite; PostgreSQL pass: exit $$postgresql"; exit $$(( sqlite || postgresql ))
 
 test-postgresql: setup ## Only the store-touching tests, with every store on a throwaway PostgreSQL server
 	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
