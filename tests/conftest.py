@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import processes
-from tests.support.broker import Broker
+from tests.support.broker import Broker, Cluster
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
 from tests.support.otlp import OtlpReceiver
@@ -40,6 +40,15 @@ def broker() -> Iterator[Broker]:
     b.start(fresh=True)
     yield b
     b.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[Cluster]:
+    """A 3-node KRaft cluster (deploy/kafka/cluster.sh), formatted fresh, for the tests that ask for it only."""
+    c = Cluster(TEST_VAR)
+    c.start(fresh=True)
+    yield c
+    c.stop()
 
 
 @pytest.fixture(scope="session")
