@@ -9,6 +9,8 @@ import helm_python
 from helm_python import chart as charts
 from helm_python.errors import HelmError
 
+from shared.fhir.patch import merge_patch
+
 RELEASE = "iop"
 WARNING = 2  # the lint report's severities: 1 info, 2 warning, 3 error
 
@@ -18,12 +20,13 @@ class RenderRefused(Exception):
 
 
 def values(chart: Path, files: tuple[str, ...] = (), sets: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The values of `-f file ... --set a.b=c ...`, merged in that order as helm merges them."""
+    """The values of `-f file ... --set a.b=c ...`, merged in that order (key by key, a null removing a key, as
+    helm merges them)."""
     merged: dict[str, Any] = {}
     for name in files:
-        merged = _merge(merged, helm_python.values_from_yaml((chart / name).read_text()))
+        merged = merge_patch(merged, helm_python.values_from_yaml((chart / name).read_text()))
     for setting in sets:
-        merged = _merge(merged, helm_python.parse_set_string(setting))
+        merged = merge_patch(merged, helm_python.parse_set_string(setting))
     return merged
 
 
@@ -43,13 +46,3 @@ def template(chart: Path, files: tuple[str, ...] = (), sets: tuple[str, ...] = (
     return "".join(f"---\n# Source: {path}\n{text.strip()}\n" for path, text in sorted(rendered.items())
                    if path.endswith((".yaml", ".yml")) and text.strip())
 
-
-def version() -> str:
-    return helm_python.helm_sdk_version()
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
