@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 
 from tests.support import processes
-from tests.support.broker import Broker, Cluster
+from tests.support.broker import Broker
 from tests.support.failure_watch import FailureWatch
 from tests.support.hapi_server import HapiServer
+from tests.support.jvm import quick_by_default
 from tests.support.otlp import OtlpReceiver
 from tests.support.ports import port
 from tests.support.postgres import PgServer, shared_server, test_engine
 from tests.support.scripts import TEST_VAR
 
 pytest_plugins = ["pytester"]
+quick_by_default()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -40,15 +42,6 @@ def broker() -> Iterator[Broker]:
     b.start(fresh=True)
     yield b
     b.stop()
-
-
-@pytest.fixture(scope="session")
-def kafka_cluster() -> Iterator[Cluster]:
-    """A 3-node KRaft cluster (deploy/kafka/cluster.sh), formatted fresh, for the tests that ask for it only."""
-    c = Cluster(TEST_VAR)
-    c.start(fresh=True)
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,10 @@ cluster_id=${IOP_KAFKA_CLUSTER_ID:-4L6g3nShT-eMCtK--X86sw}
 heap=${IOP_KAFKA_HEAP:-384m}
 nodes=(1 2 3)
 python=$root/.venv/bin/python
-jopts=(-Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
-       -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+# KAFKA_JVM_PERFORMANCE_OPTS replaces the collector and JIT options, as it does in Kafka's own scripts.
+perf=${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
+# shellcheck disable=SC2206 # the options split on spaces, as in Kafka's scripts
+jopts=(-Xms"$heap" -Xmx"$heap" $perf -Djava.awt.headless=true
        -Dlog4j2.configurationFile="$here/log4j2.properties")
 
 port_of() { echo $((base + $1 - 1)); }

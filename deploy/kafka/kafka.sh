@@ -19,8 +19,10 @@ port=${IOP_KAFKA_PORT:-9092}
 controller_port=${IOP_KAFKA_CONTROLLER_PORT:-9093}
 # The venv's interpreter (it has kafka-python); $PYTHON only names the one that builds the venv.
 python=$root/.venv/bin/python
-jopts=(-Xms"$heap" -Xmx"$heap" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
-       -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true
+# KAFKA_JVM_PERFORMANCE_OPTS replaces the collector and JIT options, as it does in Kafka's own scripts.
+perf=${KAFKA_JVM_PERFORMANCE_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}
+# shellcheck disable=SC2206 # the options split on spaces, as in Kafka's scripts
+jopts=(-Xms"$heap" -Xmx"$heap" $perf -Djava.awt.headless=true
        -Dlog4j2.configurationFile="$here/log4j2.properties" -Dkafka.logs.dir="$var/kafka")
 
 # The pid file names our broker only while that pid runs (a zombie does not) with this instance's
@@ -60,9 +62,11 @@ start() {
   # The runtime config is the template plus where this checkout keeps its data.
   { sed -e "s/:9092/:$port/g" -e "s/:9093/:$controller_port/g" "$here/server.properties"
     echo "log.dirs=$data"; } >"$config"
-  # -g: formatting an already formatted directory is a no-op, so restarts keep their data.
-  java "${jopts[@]}" -cp "$lib/*" kafka.tools.StorageTool format --standalone -g -t "$cluster_id" -c "$config" \
-    >"$var/kafka/format.log" 2>&1 || { cat "$var/kafka/format.log"; exit 1; }
+  # Formatted once: a restart keeps its data (and -g makes formatting a formatted directory a no-op anyway).
+  if [ ! -f "$data/meta.properties" ]; then
+    java "${jopts[@]}" -cp "$lib/*" kafka.tools.StorageTool format --standalone -g -t "$cluster_id" -c "$config" \
+      >"$var/kafka/format.log" 2>&1 || { cat "$var/kafka/format.log"; exit 1; }
+  fi
   nohup java "${jopts[@]}" -cp "$lib/*" kafka.Kafka "$config" >"$log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   # --pid: ready means our JVM runs and holds the port, not that something answers there.

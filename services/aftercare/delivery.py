@@ -96,7 +96,7 @@ class Dispatcher:
             except Exception:  # noqa: BLE001 - the dispatcher must outlive any one failure
                 log.error("dispatch failed", exc_info=True)
                 stop.wait(0.5)
-        getattr(watch, "close", lambda: None)()
+        watch.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.release_claims()
 

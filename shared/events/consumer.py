@@ -79,7 +79,7 @@ class RunnerConfig:
     backoff_ms: int = 200
     lag_every_s: float = 5.0
     commit_every_s: float = 0.2
-    poll_ms: int = 200
+    poll_ms: int = 1000  # returns as soon as records come: the timeout only paces an idle loop
     linger_ms: int = 0  # after a poll that brought records, wait this long before the next fetch
     full_validation: bool = False  # the fhir.resources model as well as the structural walk (see parse_event)
 

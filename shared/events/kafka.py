@@ -132,7 +132,7 @@ def membership(group: str) -> dict[str, object]:
 def consumer(servers: str, group: str, topics: list[str], **overrides: object) -> KafkaConsumer:
     """Offsets are committed by the runner, only after each effect is stored."""
     config: dict = dict(bootstrap_servers=servers, group_id=group, enable_auto_commit=False,
-                        auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=500,
+                        auto_offset_reset="earliest", max_poll_records=200, fetch_max_wait_ms=1000,
                         reconnect_backoff_max_ms=1000, metadata_max_age_ms=30000, bootstrap_timeout_ms=5000,
                         **membership(group))
     config.update(overrides)

@@ -145,7 +145,7 @@ class OutboxRelay:
                     # The doorbell: returns at the next commit of another connection, or in time to renew.
                     rescan = watch.wait(stop, max(renew_due - time.monotonic(), 0.0))
         finally:
-            getattr(watch, "close", lambda: None)()
+            watch.close()
             keeper.join(5)
             self.producer.close(10)
             try:

@@ -56,6 +56,16 @@ def _ready(url: str) -> bool:
         return False
 
 
+@pytest.fixture(scope="package")
+def kafka_cluster() -> Iterator[Cluster]:
+    """A 3-node KRaft cluster (deploy/kafka/cluster.sh), formatted fresh, stopped after these tests: its three
+    JVMs would otherwise idle through the rest of the run."""
+    c = Cluster(TEST_VAR)
+    c.start(fresh=True)
+    yield c
+    c.stop()
+
+
 @pytest.fixture(scope="module")
 def cluster_suite(kafka_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterSuite]:
     var_dir = tmp_path_factory.mktemp("cluster-suite")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.fhir.store import OutboxEvent, Store
+from shared.fhir.store import OutboxEvent, SQLiteCommitWatch, SQLiteStore, Store
 from shared.replicas import Lease, claim_period
 from tests.support.engines import ENGINES, fresh_locator
 from tests.support.engines import open_locator as open_store
@@ -169,3 +169,36 @@ def test_the_commit_watch_rings_when_outbox_rows_commit_and_not_for_a_rollback(l
         tx.add_event(event(2))
     assert watch.wait(stop, 30)
     assert [e.value for e in relay_side.unsent_events(10)] == ['{"n": 2}']
+
+
+def _commit_one_event(path: str) -> None:
+    with SQLiteStore(path).transaction() as tx:
+        tx.add_event(event(3))
+
+
+def test_an_idle_sqlite_commit_watch_sleeps_on_the_log_and_another_process_commit_wakes_it(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    relay_side = SQLiteStore(path)
+    checks = 0
+    data_version = relay_side.data_version
+
+    def counted() -> int:
+        nonlocal checks
+        checks += 1
+        return data_version()
+
+    relay_side.data_version = counted  # type: ignore[method-assign]
+    watch, stop = relay_side.commit_watch(0.005), threading.Event()
+    try:
+        watch.wait(stop, 0)
+        assert not watch.wait(stop, 1.0)
+        # Polling every 5 ms would have checked about 200 times; the log's inotify bell, once a slice.
+        assert checks <= 1 + 1.0 / SQLiteCommitWatch.BELL_SLICE_S + 2, checks
+        writer = multiprocessing.get_context("spawn").Process(target=_commit_one_event, args=(path,))
+        writer.start()
+        assert watch.wait(stop, 60)
+        writer.join(30)
+        assert writer.exitcode == 0
+        assert [e.value for e in relay_side.unsent_events(10)] == ['{"n": 3}']
+    finally:
+        watch.close()

@@ -39,8 +39,7 @@ class EventWatcher:
         self.seen: list[Seen] = []
         self._lock, self._stop = threading.Lock(), threading.Event()
         # Manual assignment, no consumer group: nothing to join, so the watcher is ready at once.
-        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                       fetch_max_wait_ms=50)
+        self._consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
         partitions = [TopicPartition(t, p) for t in topics for p in self._consumer.partitions_for_topic(t) or ()]
         self._consumer.assign(partitions)
         self._consumer.seek_to_end(*partitions)
@@ -51,7 +50,7 @@ class EventWatcher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for records in self._consumer.poll(timeout_ms=100).values():
+            for records in self._consumer.poll(timeout_ms=500).values():
                 for r in records:
                     seen = Seen(r.topic, (r.key or b"").decode(), {k: v.decode() for k, v in r.headers or []},
                                 json.loads(r.value))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import requests
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from shared.events.catalogue import ALL_TOPICS, DLQ_SUFFIX, TOPICS
 from shared.events.failures import HANDLER_ERROR_LOG
@@ -160,7 +161,10 @@ def settle(bootstrap: str, timeout: float = 30.0) -> None:
         partitions = [TopicPartition(t, p) for t in TOPICS for p in consumer.partitions_for_topic(t) or ()]
         deadline, last = time.monotonic() + timeout, None
         while time.monotonic() < deadline:
-            state = _idle_state(admin, consumer, partitions)
+            try:
+                state = _idle_state(admin, consumer, partitions)
+            except KafkaError:  # a loaded broker answering late: not known to be idle yet
+                state = None
             if state is not None and state == last:
                 return
             last = state

@@ -19,6 +19,7 @@ from pathlib import Path
 import requests
 
 from shared.config import ROOT
+from tests.support.jvm import QUICK
 from tests.support.scripts import TEST_VAR
 from tests.support.waiting import wait_until
 
@@ -78,8 +79,8 @@ class HapiServer:
             if probe.connect_ex(("127.0.0.1", self.port)) == 0:
                 raise RuntimeError(f"port {self.port} is already in use; the test EHR needs it free")
         packages = [arg for name in US_CORE for arg in ("--package", name)] if self.validation else ["--no-validation"]
-        argv = [java, "-Xmx1g", "-cp", f"{JAR}:{PACKAGES}", "org.iopsuite.testehr.TestEhrServer", str(self.port),
-                *packages]
+        argv = [java, "-Xmx1g", *QUICK, "-cp", f"{JAR}:{PACKAGES}", "org.iopsuite.testehr.TestEhrServer",
+                str(self.port), *packages]
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "wb") as out:  # the child keeps its own descriptor
             self.popen = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from shared.config import ROOT
 from tests.support.hapi_server import JAR, PACKAGES, US_CORE, HapiServer
+from tests.support.jvm import QUICK
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ def validate(resources: list[dict], packages: tuple[str, ...] = US_CORE) -> Repo
         given, answer = Path(work) / "in.json", Path(work) / "out.json"
         given.write_text(json.dumps({"resourceType": "Bundle", "type": "collection",
                                      "entry": [{"resource": r} for r in resources]}))
-        run = subprocess.run([java, "-Xmx1g", "-cp", f"{JAR}:{PACKAGES}", "org.iopsuite.testehr.ProfileValidator",
-                              str(given), str(answer), *packages], cwd=ROOT, capture_output=True, text=True,
-                             timeout=600, stdin=subprocess.DEVNULL)
+        run = subprocess.run([java, "-Xmx1g", *QUICK, "-cp", f"{JAR}:{PACKAGES}",
+                              "org.iopsuite.testehr.ProfileValidator", str(given), str(answer), *packages],
+                             cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
         if run.returncode != 0 or not answer.exists():
             raise RuntimeError(f"the validator failed ({run.returncode}):\n{(run.stdout + run.stderr)[-4000:]}")
         outcomes = [e["resource"] for e in json.loads(answer.read_text())["entry"]]
