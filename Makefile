@@ -96,17 +96,28 @@ status: ## Every replica (supervisorctl status, readiness), consumer membership 
 	@if [ -x deploy/kafka/cluster.sh ]; then deploy/kafka/cluster.sh status || true; fi
 	@$(VENV)/bin/iop status || true
 
-# The PostgreSQL pass runs beside the SQLite pass, on ports 3000 up and under var/test-postgresql; its output is
-# kept in var/test-postgresql.log and printed when both are done. Either failing fails `make test`.
-PG_PASS := IOP_TEST_STORE=postgresql IOP_TEST_PORT_OFFSET=$$(( $${IOP_TEST_PORT_OFFSET:-0} + 3000 )) \
-  IOP_TEST_VAR_DIR=$(CURDIR)/var/test-postgresql $(PY) -m pytest -q -p no:cacheprovider $(PG_TESTS)
+# `make test` runs three streams at once, each on ports and a var dir of its own, and prints the other two's output
+# when all are done; any failing fails it:
+# - the SQLite pass, without the outage tests;
+# - the outage tests (SQLite stores), which mostly wait for brokers, workers and a cluster to die and come back:
+#   ports + 6000, var/test-outages, output in var/test-outages.log;
+# - the PostgreSQL pass: ports + 3000, var/test-postgresql, output in var/test-postgresql.log.
+OUTAGE_TESTS := tests/e2e/test_cluster_topology.py tests/failover tests/integration/test_broker_outages.py
+offset = IOP_TEST_PORT_OFFSET=$$(( $${IOP_TEST_PORT_OFFSET:-0} + $(1) )) IOP_TEST_VAR_DIR=$(CURDIR)/var/$(2)
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider
+PG_PASS := IOP_TEST_STORE=postgresql $(call offset,3000,test-postgresql) $(PYTEST) $(PG_TESTS)
+OUTAGE_PASS := $(call offset,6000,test-outages) $(PYTEST) $(OUTAGE_TESTS)
 
 test: setup $(HAPROXY_BIN) $(PROMTOOL) ## Run every test (unit, integration, end-to-end) against a real broker the tests start, and the store-touching ones on PostgreSQL beside them
-	@echo "the PostgreSQL pass runs beside this one: var/test-postgresql.log"
-	@$(PG_PASS) >var/test-postgresql.log 2>&1 & pg=$$!; trap 'kill $$pg 2>/dev/null' INT TERM; \
-	  $(PY) -m pytest -q; sqlite=$$?; wait $$pg; postgresql=$$?; \
+	@echo "the outage tests and the PostgreSQL pass run beside this one: var/test-outages.log, var/test-postgresql.log"
+	@$(OUTAGE_PASS) >var/test-outages.log 2>&1 & outages=$$!; $(PG_PASS) >var/test-postgresql.log 2>&1 & pg=$$!; \
+	  trap 'kill $$outages $$pg 2>/dev/null' INT TERM; \
+	  $(PY) -m pytest -q $(addprefix --ignore=,$(OUTAGE_TESTS)); sqlite=$$?; \
+	  wait $$outages; outage=$$?; wait $$pg; postgresql=$$?; \
+	  echo "--- the outage tests (var/test-outages.log)"; cat var/test-outages.log; \
 	  echo "--- the PostgreSQL pass (var/test-postgresql.log)"; cat var/test-postgresql.log; \
-	  echo "SQLite pass: exit $$sqlite; PostgreSQL pass: exit $$postgresql"; exit $$(( sqlite || postgresql ))
+	  echo "SQLite pass: exit $$sqlite; outage tests: exit $$outage; PostgreSQL pass: exit $$postgresql"; \
+	  exit $$(( sqlite || outage || postgresql ))
 
 test-postgresql: setup ## Only the store-touching tests, with every store on a throwaway PostgreSQL server
 	IOP_TEST_STORE=postgresql $(PY) -m pytest -q $(PG_TESTS)
