@@ -10,8 +10,8 @@ KAFKA_JARS := $(or $(IOP_VAR_DIR),var)/kafka/lib/.resolved
 OWN_KAFKA := $(if $(KAFKA_BOOTSTRAP_SERVERS),,yes)
 # The tests whose services or temporary stores run on the engine IOP_TEST_STORE names: `make test` runs them a
 # second time on PostgreSQL (the store contract suite and the outage tests cover both engines in the first pass).
-PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,ehr_delivery http_edges intake journey operator \
-  referrals_not_admitted security subscription_lifecycle suite_starts store_restart)) \
+PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,http_edges intake journey operator \
+  referrals_not_admitted security subscription_lifecycle suite_starts store_restart ehr_delivery)) \
   tests/integration/test_bad_input.py tests/integration/test_conditional.py \
   tests/integration/test_fhir_conformance.py tests/integration/test_http_contract.py \
   tests/integration/test_operation_input.py tests/integration/test_patch.py tests/integration/test_patient_data.py \
@@ -99,18 +99,23 @@ status: ## Every replica (supervisorctl status, readiness), consumer membership 
 # `make test` runs three streams at once, each on ports and a var dir of its own, and prints the other two's output
 # when all are done; any failing fails it:
 # - the SQLite pass, without the outage tests;
-# - the outage tests (SQLite stores), which mostly wait for brokers, workers and a cluster to die and come back:
-#   ports + 6000, var/test-outages, output in var/test-outages.log;
-# - the PostgreSQL pass: ports + 3000, var/test-postgresql, output in var/test-postgresql.log.
-OUTAGE_TESTS := tests/e2e/test_cluster_topology.py tests/failover tests/integration/test_broker_outages.py
+# - the outage tests, which mostly wait for brokers, workers, a cluster or PostgreSQL to die and come back: those
+#   on SQLite stores, then those of the PostgreSQL pass; ports + 6000, var/test-outages, output in
+#   var/test-outages.log;
+# - the rest of the PostgreSQL pass: ports + 3000, var/test-postgresql, output in var/test-postgresql.log.
+OUTAGE_TESTS := tests/e2e/test_cluster_topology.py tests/e2e/test_deploy.py tests/failover \
+  tests/integration/test_broker_outages.py
+PG_OUTAGE_TESTS := tests/e2e/test_store_restart.py tests/integration/test_event_backbone.py
 offset = IOP_TEST_PORT_OFFSET=$$(( $${IOP_TEST_PORT_OFFSET:-0} + $(1) )) IOP_TEST_VAR_DIR=$(CURDIR)/var/$(2)
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider
-PG_PASS := IOP_TEST_STORE=postgresql $(call offset,3000,test-postgresql) $(PYTEST) $(PG_TESTS)
-OUTAGE_PASS := $(call offset,6000,test-outages) $(PYTEST) $(OUTAGE_TESTS)
+PG_PASS := IOP_TEST_STORE=postgresql $(call offset,3000,test-postgresql) $(PYTEST) \
+  $(filter-out $(PG_OUTAGE_TESTS),$(PG_TESTS))
+OUTAGE_PASS := $(call offset,6000,test-outages) $(PYTEST) $(OUTAGE_TESTS); sqlite=$$?; \
+  IOP_TEST_STORE=postgresql $(call offset,6000,test-outages) $(PYTEST) $(PG_OUTAGE_TESTS); exit $$(( sqlite || $$? ))
 
 test: setup $(HAPROXY_BIN) $(PROMTOOL) ## Run every test (unit, integration, end-to-end) against a real broker the tests start, and the store-touching ones on PostgreSQL beside them
 	@echo "the outage tests and the PostgreSQL pass run beside this one: var/test-outages.log, var/test-postgresql.log"
-	@$(OUTAGE_PASS) >var/test-outages.log 2>&1 & outages=$$!; $(PG_PASS) >var/test-postgresql.log 2>&1 & pg=$$!; \
+	@( $(OUTAGE_PASS) ) >var/test-outages.log 2>&1 & outages=$$!; $(PG_PASS) >var/test-postgresql.log 2>&1 & pg=$$!; \
 	  trap 'kill $$outages $$pg 2>/dev/null' INT TERM; \
 	  $(PY) -m pytest -q $(addprefix --ignore=,$(OUTAGE_TESTS)); sqlite=$$?; \
 	  wait $$outages; outage=$$?; wait $$pg; postgresql=$$?; \

@@ -163,12 +163,12 @@ def web_log_holds_the_json_line_of_a_refused_request(var: Path) -> None:
 
 
 def a_worker_killed_mid_stream_is_back_within_10_s_and_the_stream_completes_once(var: Path) -> list[int]:
-    """SIGKILL careplan's worker while intakes stream in: supervisord runs it again within 10 s; once started it
-    consumes again within 10 s (it rejoins its group as the same member: nothing waits for the dead one's
-    session to expire); every intake accepted before, during and after yields exactly one plan.
+    """SIGKILL careplan's worker while intakes stream in: supervisord runs it again within 10 s, and within 10 s
+    of that it consumes again (it rejoins its group as the same member: nothing waits for the dead one's session
+    to expire); every intake accepted before, during and after yields exactly one plan.
 
-    The time from the kill to `worker started` is the interpreter's start-up, which a loaded machine stretches
-    (11 s seen with the load at 35 on two CPUs): it is printed, not bounded."""
+    Most of the second interval is the interpreter's start-up, which a loaded machine stretches (3.6 s from the
+    kill to a new plan on an idle machine; 11 s seen to the start alone with the load at 35 on two CPUs)."""
     watcher = EventWatcher(f"127.0.0.1:{KAFKA_PORT}")
     careplan = f"http://127.0.0.1:{PORTS['careplan']}/fhir"
     log = var / "log" / "careplan-worker-1.log"
@@ -196,9 +196,10 @@ def a_worker_killed_mid_stream_is_back_within_10_s_and_the_stream_completes_once
 
             restarted_pid = wait_until(restarted, 10, 0.05, "careplan-worker-1 running again")
             running_at = time.monotonic()
-            wait_until(started, 120, 0.1, "the restarted worker's start")
+            wait_until(started, 10, 0.1, "the restarted worker's start")
             started_at = time.monotonic()
-            wait_until(consuming_again, 10, 0.1, "a plan made by the restarted worker within 10 s of its start")
+            wait_until(consuming_again, max(10 - (started_at - running_at), 0.1), 0.1,
+                       "a plan made by the restarted worker within 10 s of its running again")
             print(f"careplan-worker-1 SIGKILLed: running again after {running_at - killed_at:.1f} s, started after "
                   f"{started_at - killed_at:.1f} s, consuming after {time.monotonic() - killed_at:.1f} s")
             wait_until(lambda: stream.count() >= before + 10, 60, 0.1, "intakes accepted after the restart")
