@@ -137,8 +137,8 @@ test-unit: setup ## Only the fast unit tests
 fuzz: setup ## A fuzzing campaign against the four services (FUZZ_REQUESTS=50000), printing what it found
 	IOP_FUZZ_PROFILE=campaign IOP_FUZZ_REQUESTS=$(or $(FUZZ_REQUESTS),50000) $(PY) -m pytest -q -p no:cacheprovider tests/fuzz
 
-bench: setup ## Run the benchmarks in bench/ on both store profiles (PROFILE=sqlite|postgresql|both, DURATION=s)
-	$(PY) -m bench.run --profile $(or $(PROFILE),both)$(if $(DURATION), --seconds $(DURATION))$(if $(QUICK), --quick)
+bench: setup ## Run the benchmarks in bench/ on both store profiles (PROFILE=sqlite|postgresql|both, DURATION=s, ONLY=search,p1,...)
+	$(PY) -m bench.run --profile $(or $(PROFILE),both)$(if $(DURATION), --seconds $(DURATION))$(if $(QUICK), --quick)$(if $(ONLY), --only $(ONLY))
 
 profile: setup ## Sample every service process with py-spy under a steady intake load (RATE=30 DURATION=20)
 	@$(VENV)/bin/py-spy --version >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check -e '.[profile]'

@@ -45,6 +45,21 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def search_verdicts(search: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """p50 and p99 of each timed search of bench/search_scale.py, per store profile."""
+    if not ok(search):
+        return []
+    out = []
+    for profile, figures in search["profiles"].items():
+        for name, f in figures.items():
+            if "baseline" in name or "contrast" in name:
+                continue
+            for key, limit in (("p50", 5.0), ("p99", 20.0)):
+                out.append({"section": "search", "target": f"{name[:24]} {key}", "limit": f"<= {limit:g} ms",
+                            "figure": f[key], "verdict": "PASS" if f[key] <= limit else "MISS", "profile": profile})
+    return out
+
+
 def ok(section: Any) -> bool:
     return isinstance(section, dict) and "error" not in section
 
@@ -69,7 +84,7 @@ def table(results: dict[str, Any], info: dict[str, Any], marks: list[dict[str, A
              f"{info['load_average_1m']} at the end, gunicorn per service "
              + ", ".join(f"{s} {shape}" for s, shape in info["web"].items())
              + (" (--quick)" if info["quick"] else "")]
-    lines += _sections(results, ("rest", "breadth", "hop"))
+    lines += _sections(results, ("rest", "breadth", "search", "hop"))
     profiles = results.get("profiles", {})
     for profile, sections in profiles.items():
         if set(sections) & {"p1", "p2", "p3", "p4"}:
@@ -86,7 +101,8 @@ def table(results: dict[str, Any], info: dict[str, Any], marks: list[dict[str, A
 
 def _sections(results: dict[str, Any], order: tuple[str, ...]) -> list[str]:
     lines: list[str] = []
-    renders = {"rest": _rest, "breadth": _breadth, "hop": _hop, "p1": _p1, "p3": _p3, "p2": _p2, "p4": _p4}
+    renders = {"rest": _rest, "breadth": _breadth, "search": _search, "hop": _hop, "p1": _p1, "p3": _p3, "p2": _p2,
+               "p4": _p4}
     for section in order:
         if section in results:
             body = results[section]
@@ -186,6 +202,15 @@ def _breadth(r: dict) -> list[tuple[str, str]]:
              f"p50 {heavy['p50']} ms  p95 {heavy['p95']} ms"),
             (f"  the same page plain ({plain['entries_per_page']} a page)",
              f"p50 {plain['p50']} ms  p95 {plain['p95']} ms")]
+
+
+def _search(r: dict) -> list[tuple[str, str]]:
+    rows = [(f"Search at scale, in process ({r['plans']} CarePlans, {r['goals']} Goals, {r['encounters']} "
+             f"Encounters; search_scale)", "")]
+    for profile, figures in r["profiles"].items():
+        rows += [(f"  {LABELS.get(profile, profile)}: {name}"[:50], f"p50 {f['p50']} ms  p99 {f['p99']} ms")
+                 for name, f in figures.items()]
+    return rows
 
 
 def _hop(r: dict) -> list[tuple[str, str]]:

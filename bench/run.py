@@ -2,13 +2,14 @@
 
     python -m bench.run                  everything on both store profiles, about 12 minutes
     python -m bench.run --quick          shorter runs of everything, about 5 minutes
-    python -m bench.run --only p1,p3     some sections (hop, p1, p2, p3, p4, rest, breadth)
+    python -m bench.run --only p1,p3     some sections (hop, p1, p2, p3, p4, rest, breadth, search)
     python -m bench.run --profile sqlite       one store profile (sqlite, postgresql or both, the default)
     python -m bench.run --seconds 5      each P1 run and P2 step this long (a short check of the harness)
     python -m bench.run --web intake=2x4 --web careplan=1x4     gunicorn workers x threads per service
 
 Sections, in this order: rest (bench/fhir_rest.py, one careplan process, when present), breadth
-(bench/fhir_breadth.py: a Bulk Data export of 10,000 resources, include-heavy searches), hop (event
+(bench/fhir_breadth.py: a Bulk Data export of 10,000 resources, include-heavy searches), search
+(bench/search_scale.py: searches over 100,000 CarePlans, their Goals and Encounters, on each store), hop (event
 backbone), then for each store profile p3 (EHR fan-out), p2 (throughput) with p4 (memory and CPU under
 p2's load), p1 (propagation at 50/s, last because it may leave a backlog). Each profile gets a fresh
 broker (127.0.0.1:29092) and services (28081..28084) under var/bench, with SQLite files or a throwaway
@@ -38,7 +39,7 @@ from bench import fanout, hop, pipeline, report
 from bench.harness import BOOTSTRAP, PG_PORT, PORTS, PROFILES, VAR, Broker, PgServer, Suite, settle, stop_leftovers
 
 RESULTS = Path(__file__).parent / "results"
-SECTIONS = ("rest", "breadth", "hop", "p1", "p3", "p2", "p4")
+SECTIONS = ("rest", "breadth", "search", "hop", "p1", "p3", "p2", "p4")
 PER_PROFILE = ("p1", "p2", "p3", "p4")  # the sections the suite runs, once on each store profile
 
 
@@ -84,9 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_module(module: str, result: str) -> dict[str, Any]:
+def run_module(module: str, result: str, *argv: str, timeout: float = 300) -> dict[str, Any]:
     """A benchmark of one process (bench/<module>.py), as its own process, before anything else is running."""
-    done = subprocess.run([sys.executable, "-m", f"bench.{module}"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", f"bench.{module}", *argv], capture_output=True, text=True,
+                          timeout=timeout)
     print("\n".join("    " + line for line in done.stdout.rstrip().splitlines()), flush=True)
     if done.returncode != 0:
         last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -105,6 +107,11 @@ def run_sections(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     if "breadth" in args.sections:
         guarded(results, "breadth", "export of 10,000 resources, include-heavy search (bench/fhir_breadth.py)",
                 lambda: run_module("fhir_breadth", "fhir_breadth.json"))
+    if "search" in args.sections:
+        plans = ["--plans", "20000", "--samples", "200"] if args.quick else []
+        guarded(results, "search", "searches over 100,000 CarePlans on each store (bench/search_scale.py)",
+                lambda: run_module("search_scale", "search_scale.json", "--profile", args.profile, *plans,
+                                   timeout=1800))
     if not args.sections & {"hop", "p1", "p2", "p3"}:
         return results
     wanted = [s for s in ("p3", "p2", "p1") if s in args.sections]
@@ -236,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     info = meta(args, plan, time.perf_counter() - started)
     verdicts = [{**v, "profile": profile} for profile, sections in results.get("profiles", {}).items()
-                for v in report.verdicts(sections)]
+                for v in report.verdicts(sections)] + report.search_verdicts(results.get("search"))
     print(report.table(results, info, verdicts))
     save(results, info, verdicts)
     print(f"\nresults in {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}/, "

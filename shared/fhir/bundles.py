@@ -26,8 +26,9 @@ def page_links(url: str, params: list[tuple[str, str]], total: int, count: int, 
 
 
 def searchset(base: str, url: str, params: list[tuple[str, str]], page: Page, count: int, offset: int,
-              included: list[Stored] = (), more: bool = False) -> dict[str, Any]:
-    """`more`: of an uncounted search (Page.total None), whether another page follows."""
+              included: list[Stored] = (), more: bool = False, links: list[dict] | None = None) -> dict[str, Any]:
+    """`more`: of an uncounted search (Page.total None), whether another page follows; `links`: those of a page
+    read by key (shared.fhir.paging), else links by offset."""
     entries = [{"fullUrl": full_url(base, s), "resource": s.resource, "search": {"mode": "match"}}
                for s in page.items]
     entries += [{"fullUrl": full_url(base, s), "resource": s.resource, "search": {"mode": "include"}}
@@ -36,7 +37,7 @@ def searchset(base: str, url: str, params: list[tuple[str, str]], page: Page, co
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "timestamp": now_instant()}
     if page.total is not None:
         bundle["total"] = page.total
-    bundle["link"] = page_links(url, params, known, count, offset)
+    bundle["link"] = links if links is not None else page_links(url, params, known, count, offset)
     return {**bundle, "entry": entries} if entries else bundle  # FHIR JSON has no empty arrays
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from shared.fhir import bundles
+from shared.fhir import bundles, paging
 from shared.fhir.elements import summarised, with_elements
 from shared.fhir.grants import require
 from shared.fhir.includes import Includer
@@ -105,15 +105,19 @@ class FhirApi:
         if partner is not None:  # a referral partner sees only its own submissions
             q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
         q.where.extend(patient_where(rdef, "search"))  # a patient app, only its own compartment
-        counted = q.total != "none"
-        # Uncounted, one match more than the page tells whether a next page exists.
-        page = self.store.search(rtype, q.where, q.order, q.count + (0 if counted else 1), q.offset, total=counted)
-        more = not counted and len(page.items) > q.count
-        if not counted:
-            page = Page(None, page.items[:q.count])
+        cursor, counting = q.cursor, q.counting
+        # One match more than the page tells whether another page follows in the direction it is read.
+        page = self.store.search(rtype, q.where, cursor.sql_order() if cursor else q.order, q.count + 1,
+                                 0 if cursor else q.offset, total=counting, seek=cursor.seek() if cursor else None)
+        more, items = len(page.items) > q.count, page.items[:q.count]
+        if cursor is not None and cursor.backwards:
+            items.reverse()
+        bounded = counting is not True and page.total is not None and page.total > counting
+        page = Page(None if bounded else page.total, items)  # past the bound, no total rather than a wrong one
         included = Includer(self.store, self.registry).included(page.items, q.includes) if q.includes else []
-        bundle = bundles.searchset(self.base, f"{self.base}/{rtype}", q.used, page, q.count, q.offset, included,
-                                   more)
+        url = f"{self.base}/{rtype}"
+        links = None if q.keyset is None else paging.cursor_links(url, q.used, q.count, cursor, q.keyset, items, more)
+        bundle = bundles.searchset(self.base, url, q.used, page, q.count, q.offset, included, more, links)
         return Response(200, shape_entries(bundle, q.summary, q.elements))
 
     def history(self, rtype: str | None, rid: str | None, items: list[tuple[str, str]],
@@ -148,7 +152,7 @@ class FhirApi:
         if partner is not None:
             q.where.append(condition(TAG_PARAM, "", f"{PARTNER_TAG}|{partner}"))
         q.where.extend(patient_where(rdef, "search"))
-        return self.store.search(rtype, q.where, q.order, 2, 0).items
+        return self.store.search(rtype, q.where, q.order, 2, 0, total=False).items
 
     # -- write side ------------------------------------------------------------------------
     def create(self, tx: Transaction, resource: dict, if_none_exist: str | None = None,

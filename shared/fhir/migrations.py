@@ -103,10 +103,24 @@ CREATE TABLE IF NOT EXISTS lease (
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS xid xid8 NOT NULL DEFAULT pg_current_xact_id();
 """
 
+# Search at scale: the value index also holds the id, so that a criterion is answered from the index alone
+# (`r.id IN (SELECT s.id …)`) and a per-row check finds its row by the whole key; the per-resource index holds the
+# parameter; the resources of a type come in creation or update order, the keys of keyset paging.
+SEARCH_INDEXES_V3 = """
+DROP INDEX IF EXISTS search_by_value;
+CREATE INDEX IF NOT EXISTS search_by_value ON search_index (type, param, value, id);
+DROP INDEX IF EXISTS search_by_resource;
+CREATE INDEX IF NOT EXISTS search_by_resource ON search_index (type, id, param);
+CREATE INDEX IF NOT EXISTS search_by_date ON search_index (type, param, date_lo, date_hi);
+CREATE INDEX IF NOT EXISTS resource_by_seq ON resource (type, deleted, created_seq);
+CREATE INDEX IF NOT EXISTS resource_by_updated ON resource (type, deleted, last_updated, created_seq);
+"""
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "resources, history, search index, outbox, dedupe, idempotency, values, work queues",
               SQLITE_V1, POSTGRESQL_V1),
     Migration(2, "leases of replicas; the writing transaction of each outbox row", SQLITE_V2, POSTGRESQL_V2),
+    Migration(3, "indexes of search at scale and of keyset paging", SEARCH_INDEXES_V3, SEARCH_INDEXES_V3),
 ]
 
 TRACKING = {

@@ -10,6 +10,7 @@ from shared.fhir.grants import require
 from shared.fhir.includes import Include, parse_include, searchable, targets_of
 from shared.fhir.numbers import parse_int
 from shared.fhir.outcome import FhirError, Issue
+from shared.fhir.paging import ORDERS, Cursor, decode
 from shared.fhir.partners import PARTNER_TAG
 from shared.fhir.patients import patient_where
 from shared.fhir.registry import TAG_PARAM, Registry, ResourceDef
@@ -18,6 +19,7 @@ from shared.fhir.search import chain_condition, condition, date_bounds, date_sql
 MAX_COUNT = 1000
 MAX_OFFSET = 10**9
 DEFAULT_COUNT = 50
+COUNT_BOUND = 1000  # Bundle.total unless _total=accurate: exact up to this many matches, left out past it
 CONTROL = {"_format", "_pretty"}
 TOTALS = ("none", "estimate", "accurate")
 HISTORY_CONTROL = {"_format", "_pretty", "_summary", "_elements"}  # accepted, shape nothing here
@@ -49,7 +51,19 @@ class Query:
     includes: list[Include] = field(default_factory=list)
     summary: str | None = None
     elements: frozenset[str] | None = None
-    total: str = "accurate"  # none: the store does not count the matches
+    total: str | None = None  # _total as asked: none, estimate, accurate (None: not asked)
+    keyset: str | None = "created"  # the order by which pages follow one another by key (paging.ORDERS)
+    cursor: Cursor | None = None
+    by_offset: bool = False  # the client sent _offset: its pages follow by offset
+
+    @property
+    def counting(self) -> bool | int:
+        """What the store counts: every match (accurate), none, or, unless asked, up to COUNT_BOUND matches, so
+        that no page of a large result pays for a full count. A search for no resources (_count=0,
+        _summary=count) asks for the total itself."""
+        if self.total is None and self.count == 0:
+            return True
+        return {"accurate": True, "none": False}.get(self.total or "", COUNT_BOUND)
 
 
 @dataclass
@@ -64,7 +78,11 @@ def _int_param(name: str, raw: str, low: int, high: int) -> int:
     return parse_int(raw, name, low, high, cap=True)
 
 
-def _sort_clause(rdef: ResourceDef, raw: str) -> str:
+def _sort_clause(rdef: ResourceDef, raw: str) -> tuple[str, str | None]:
+    """The ORDER BY of `_sort`, and the keyset order that pages it (None: it pages by offset)."""
+    if raw in ("_lastUpdated", "-_lastUpdated"):
+        order = "-updated" if raw.startswith("-") else "updated"
+        return ORDERS[order][0], order
     keys = []
     for key in raw.split(","):
         descending = key.startswith("-")
@@ -78,7 +96,7 @@ def _sort_clause(rdef: ResourceDef, raw: str) -> str:
         else:
             raise FhirError(400, [Issue(f"_sort on {name} is not supported; use _lastUpdated or a date "
                                         f"parameter", code="not-supported", expression="_sort")])
-    return ", ".join([*keys, "r.created_seq ASC"])
+    return ", ".join([*keys, "r.created_seq ASC"]), None
 
 
 def _unsupported(key: str, message: str) -> FhirError:
@@ -196,15 +214,19 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool,
                 registry: Registry | None = None) -> Query:
     """`registry`: what chains, `_has` and includes may reach (none without it)."""
     q = Query()
+    cursor_raw: str | None = None
     for key, raw in items:
         name, _, modifier = key.partition(":")
         if name == "_count":
             q.count = _int_param("_count", raw, 0, MAX_COUNT)
         elif name == "_offset":
             q.offset = _int_param("_offset", raw, 0, MAX_OFFSET)
+            q.by_offset = True
+        elif name == "_cursor":
+            cursor_raw = raw
         elif name == "_sort":
             _bounded(q, name, raw)
-            q.order = _sort_clause(rdef, raw)
+            q.order, q.keyset = _sort_clause(rdef, raw)
             q.used.append((key, raw))
         elif name in CONTROL:
             continue
@@ -235,6 +257,10 @@ def parse_query(rdef: ResourceDef, items: list[tuple[str, str]], strict: bool,
             raise FhirError(400, [Issue(f"unknown search parameter {name} for {rdef.type}", code="not-supported",
                                         expression=name)])
     _combinations(q, strict)
+    if q.by_offset or q.keyset is None:
+        q.keyset = None  # offset paging: a cursor, had one been sent with it, has no order to follow
+    if cursor_raw is not None:
+        q.cursor = decode(cursor_raw, q.keyset)
     return q
 
 

@@ -100,6 +100,25 @@ def _bad(param: str, message: str) -> FhirError:
 
 
 _SUB = "EXISTS (SELECT 1 FROM search_index s WHERE s.type=r.type AND s.id=r.id AND s.param=? AND "
+_DRIVING = "r.id IN (SELECT s.id FROM search_index s WHERE s.type=? AND s.param=? AND "
+
+
+class Criterion(tuple):
+    """A condition on the search index: `(sql, args)` like every condition (a per-row EXISTS on `r`), which a
+    store may instead run as the search's driving set, `r.id IN (SELECT s.id …)` for one type. `selective`: the
+    criterion names a few resources (a reference, an identifier), so fetching its ids first beats a scan."""
+
+    selective: bool
+
+    def __new__(cls, body: str, args: list, selective: bool = False) -> Criterion:
+        self = super().__new__(cls, (_SUB + body + ")", args))
+        self.selective = selective
+        return self
+
+    def driving(self, rtype: str) -> tuple[str, list]:
+        """The same criterion as the set of ids of `rtype` that meet it."""
+        return _DRIVING + self[0][len(_SUB):], [rtype, *self[1]]
+
 
 
 def token_condition(name: str, raw: str) -> tuple[str, list]:
@@ -119,7 +138,7 @@ def token_condition(name: str, raw: str) -> tuple[str, list]:
         else:
             alternatives.append("s.value=?")
             args.append(value)
-    return _SUB + "(" + " OR ".join(alternatives) + "))", args
+    return Criterion("(" + " OR ".join(alternatives) + ")", args, selective=name == "identifier")
 
 
 def reference_condition(name: str, raw: str, target: str | None) -> tuple[str, list]:
@@ -134,7 +153,8 @@ def reference_condition(name: str, raw: str, target: str | None) -> tuple[str, l
         else:  # a bare id, of any type: the value ends in `/id`, compared as it is (ids are case-sensitive)
             alternatives.append("substr(s.value, length(s.value) - ?) = ?")
             args += [len(value), "/" + value]
-    return _SUB + "(" + " OR ".join(alternatives) + "))", args
+    exact = all(a == "s.value=?" for a in alternatives)  # a bare id of any type is no index lookup
+    return Criterion("(" + " OR ".join(alternatives) + ")", args, selective=exact)
 
 
 def string_condition(name: str, raw: str, modifier: str) -> tuple[str, list]:
@@ -148,7 +168,7 @@ def string_condition(name: str, raw: str, modifier: str) -> tuple[str, list]:
             alternatives.append("s.value LIKE ? ESCAPE '\\'")
             escaped = v.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             args.append(("%" if modifier == "contains" else "") + escaped + "%")
-    return _SUB + "(" + " OR ".join(alternatives) + "))", args
+    return Criterion("(" + " OR ".join(alternatives) + ")", args)
 
 
 def date_bounds(param: str, raw: str) -> tuple[str, str, str]:
@@ -174,7 +194,7 @@ def date_sql(prefix: str, lo: str, hi: str, lo_col: str, hi_col: str) -> tuple[s
 def date_condition(name: str, raw: str) -> tuple[str, list]:
     prefix, lo, hi = date_bounds(name, raw)
     sql, args = date_sql(prefix, lo, hi, "s.date_lo", "s.date_hi")
-    return _SUB + sql + ")", [name, *args]
+    return Criterion(sql, [name, *args])
 
 
 MODIFIERS = {"token": {""}, "reference": {""}, "string": {"", "exact", "contains"}, "date": {""}}
@@ -196,7 +216,7 @@ def _printable(text: str) -> str:
 def reference_in(name: str, references: list[str]) -> tuple[str, list]:
     """Resources whose reference parameter `name` names one of `references` (`Type/id`): one flat IN list,
     which no expression depth limit meets however many there are."""
-    return _SUB + "s.value IN (" + ",".join("?" * len(references)) + "))", [name, *references]
+    return Criterion("s.value IN (" + ",".join("?" * len(references)) + ")", [name, *references], selective=True)
 
 
 def _matching(rtype: str, where: list[tuple[str, list]]) -> tuple[str, list]:
@@ -214,7 +234,7 @@ def chain_condition(name: str, targets: list[tuple[str, list[tuple[str, list]]]]
         sql, sql_args = _matching(rtype, where)
         alternatives.append(f"s.value IN (SELECT r.type || '/' || r.id {sql})")
         args += sql_args
-    return _SUB + "(" + " OR ".join(alternatives) + "))", args
+    return Criterion("(" + " OR ".join(alternatives) + ")", args)
 
 
 def has_condition(source: str, name: str, where: list[tuple[str, list]]) -> tuple[str, list]:

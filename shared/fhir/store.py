@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +51,8 @@ class Stored:
     deleted: bool
     resource: dict[str, Any]
     method: str = "PUT"
+    # Of a current version read by a search, the key of keyset paging; not part of what a version is.
+    created_seq: int | None = field(default=None, compare=False)
 
     @property
     def etag(self) -> str:
@@ -124,7 +126,7 @@ class Store(Protocol):
     def vread(self, rtype: str, rid: str, version: int) -> Stored | None: ...
     def history(self, rtype: str | None, rid: str | None, since: str | None, count: int, offset: int) -> Page: ...
     def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int,
-               total: bool = True) -> Page: ...
+               total: bool | int = True, seek: tuple[str, list] | None = None) -> Page: ...
     def unsent_events(self, limit: int) -> list[OutboxEvent]: ...
     def mark_sent(self, seqs: list[int]) -> None: ...
     def get_value(self, name: str) -> str | None: ...
@@ -145,6 +147,49 @@ class Store(Protocol):
 def _row_to_stored(row: sqlite3.Row, method: str = "PUT") -> Stored:
     return Stored(row["type"], row["id"], row["version"], row["last_updated"], bool(row["deleted"]),
                   json.loads(row["json"]), method)
+
+
+def _found(row: sqlite3.Row) -> Stored:
+    """A current version as a search returns it, with its creation order."""
+    return Stored(row["type"], row["id"], row["version"], row["last_updated"], bool(row["deleted"]),
+                  json.loads(row["json"]), "PUT", row["created_seq"])
+
+
+SQLITE_BY_KEY = " INDEXED BY sqlite_autoindex_resource_1"  # the primary key (type, id) of `resource`
+
+
+def driving_first(rtype: str, where: list[tuple[str, list]]) -> tuple[tuple[str, list] | None, list]:
+    """The first selective criterion (shared.fhir.search.Criterion: a reference, an identifier) as the set of ids
+    the search starts from, and the other conditions, checked row by row; (None, where) when none is selective,
+    and the search walks the type in its order instead."""
+    for n, cond in enumerate(where):
+        if getattr(cond, "selective", False):
+            return cond.driving(rtype), [*where[:n], *where[n + 1:]]  # type: ignore[attr-defined]
+    return None, where
+
+
+def search_statements(rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int,
+                      total: bool | int, seek: tuple[str, list] | None, by_key: str = ""
+                      ) -> tuple[tuple[str, list] | None, tuple[str, list]]:
+    """The count (None when `total` is False) and page statements of a search, `?` placeholders on the aliases
+    `r` and `s`, for both engines. `total`: True counts every match, a number N counts up to N + 1; `seek`: a
+    condition of the page only (the keyset of the page before); `by_key`: how the engine is told to fetch the
+    rows of a driving set by primary key (SQLite's planner would otherwise walk the order index and check each
+    row against the whole set)."""
+    driver, rest = driving_first(rtype, where)
+    conds = [*([driver] if driver else []), *rest]
+    source = "resource r" + (by_key if driver else "")
+    clause = " AND ".join(["r.type=?", "r.deleted=0", *(w for w, _ in conds)])
+    args: list[Any] = [rtype, *(a for _, wargs in conds for a in wargs)]
+    counting: tuple[str, list] | None = None
+    if total is True:
+        counting = f"SELECT count(*) AS n FROM {source} WHERE {clause}", args
+    elif total is not False:
+        counting = f"SELECT count(*) AS n FROM (SELECT 1 FROM {source} WHERE {clause} LIMIT ?) AS m", \
+            [*args, int(total) + 1]
+    page_clause, page_args = (f"{clause} AND {seek[0]}", [*args, *seek[1]]) if seek else (clause, args)
+    return counting, (f"SELECT r.* FROM {source} WHERE {page_clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                      [*page_args, count, offset])
 
 
 def next_version(current: Stored | None, rtype: str, rid: str, resource: dict, expected_version: int | None
@@ -367,17 +412,14 @@ class SQLiteStore:
         return Page(total, [_row_to_stored(r, r["method"]) for r in rows])
 
     def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int,
-               total: bool = True) -> Page:
-        """`where` holds SQL conditions on the alias `r` (resource) with their arguments, ANDed; `total`: whether
-        to count every match (a second query), or leave Page.total None."""
-        clause = " AND ".join(["r.type=?", "r.deleted=0", *(w for w, _ in where)])
-        args: list[Any] = [rtype, *(a for _, wargs in where for a in wargs)]
+               total: bool | int = True, seek: tuple[str, list] | None = None) -> Page:
+        """`where` holds SQL conditions on the alias `r` (resource) with their arguments, ANDed; `total`: count
+        every match (True), none (False: Page.total None) or up to a bound N (Page.total at most N + 1); `seek`:
+        a condition of this page only, as keyset paging adds."""
+        counting, page = search_statements(rtype, where, order, count, offset, total, seek, SQLITE_BY_KEY)
         conn = self._conn()
-        matched = conn.execute(f"SELECT count(*) FROM resource r WHERE {clause}", args).fetchone()[0] if total \
-            else None
-        rows = conn.execute(f"SELECT r.* FROM resource r WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
-                            [*args, count, offset]).fetchall()
-        return Page(matched, [_row_to_stored(r) for r in rows])
+        matched = conn.execute(*counting).fetchone()[0] if counting else None
+        return Page(matched, [_found(r) for r in conn.execute(*page).fetchall()])
 
     def unsent_events(self, limit: int) -> list[OutboxEvent]:
         rows = self._conn().execute("SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?",

@@ -47,10 +47,12 @@ from shared.fhir.store import (
     Stored,
     StoreUnavailable,
     WorkItem,
+    _found,
     _row_to_stored,
     delete_current,
     history_clause,
     next_version,
+    search_statements,
 )
 from shared.fhir.util import now_instant
 
@@ -381,19 +383,16 @@ class PostgresStore:
         return Page(total, [_row_to_stored(r, r["method"]) for r in rows])
 
     def search(self, rtype: str, where: list[tuple[str, list]], order: str, count: int, offset: int,
-               total: bool = True) -> Page:
-        """As SQLiteStore.search: the same fragments on `r`, ANDed; `total` counts every match."""
-        clause = " AND ".join(["r.type=?", "r.deleted=0", *(w for w, _ in where)])
-        args: list[Any] = [rtype, *(a for _, wargs in where for a in wargs)]
+               total: bool | int = True, seek: tuple[str, list] | None = None) -> Page:
+        """As SQLiteStore.search: the same fragments on `r`, ANDed, the same statements."""
+        counting, page = search_statements(rtype, where, order, count, offset, total, seek)
 
-        def page(conn: psycopg.Connection) -> tuple[int | None, list[dict[str, Any]]]:
-            matched = conn.execute(pg_sql(f"SELECT count(*) AS n FROM resource r WHERE {clause}"),
-                                   args).fetchone()["n"] if total else None
-            return matched, conn.execute(pg_sql(f"SELECT r.* FROM resource r WHERE {clause} ORDER BY {order}"
-                                                " LIMIT ? OFFSET ?"), [*args, count, offset]).fetchall()
+        def run(conn: psycopg.Connection) -> tuple[int | None, list[dict[str, Any]]]:
+            matched = conn.execute(pg_sql(counting[0]), counting[1]).fetchone()["n"] if counting else None
+            return matched, conn.execute(pg_sql(page[0]), page[1]).fetchall()
 
-        matched, rows = self._run(page)
-        return Page(matched, [_row_to_stored(r) for r in rows])
+        matched, rows = self._run(run)
+        return Page(matched, [_found(r) for r in rows])
 
     def unsent_events(self, limit: int) -> list[OutboxEvent]:
         # The xmin fence (SCALEOUT §2.3): no row of a transaction at or after the oldest one still open, so a

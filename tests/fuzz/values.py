@@ -170,11 +170,14 @@ versions = st.sampled_from(["1", "2", "0", "-1", "²", "①", "99999999999999999
 
 MODIFIERS = ["", "", "", "", ":missing", ":exact", ":contains", ":not", ":text", ":above", ":below", ":identifier",
              ":Patient", ":bogus", ":", ":iterate", ":of-type", ":in"]
-CONTROL_PARAMS = ["_count", "_offset", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
+CONTROL_PARAMS = ["_count", "_offset", "_cursor", "_sort", "_total", "_summary", "_elements", "_include", "_revinclude",
                   "_format", "_pretty", "_since", "_at", "_list", "_type", "_has:Goal:patient:status", "_id",
                   "_lastUpdated", "_tag", "_security", "_profile", "_text", "_content", "_filter", "_query",
                   "bogus", "", "patient.name", "subject:Patient.identifier"]
 PARAM_VALUES = [
+    # cursors: of creation order at 1, of _lastUpdated with a bad instant, past a 64-bit key, and not base64
+    "WyJjcmVhdGVkIiwibiIsMV0", "WyJ1cGRhdGVkIiwicCIsIngiLDFd", "WyJjcmVhdGVkIiwibiIsOTk5OTk5OTk5OTk5OTk5OTk5OTk5XQ",
+    "WyJ1cGRhdGVkIiwibiIsIjIwMjYtMDEtMDFUMDA6MDA6MDAuMDAwWiIsLTFd", "!!!",
     "Patient/p1", "p1", "active", "draft", "http://loinc.org|44261-6", "|x", "x|", "|", "ge2024-01-01", "lt2025",
     "eq2024-03-04T10:00:00Z", "gt9999-12-31T23:59:59+14:00", "le0001-01-01T00:00:00+14:00", "ap2024", "ne2024-01",
     "_lastUpdated", "-_lastUpdated", "date", "-date", "status", "10", "0", "1000", "1001", "-5", "true", "false",

@@ -571,6 +571,76 @@ def test_paging_follows_next_and_previous_links(fhir: Fhir, pair: Pair) -> None:
     assert link(fhir.follow(link(back, "previous")).json, "previous") is None
 
 
+# One writable type of each service, for the paging rules that do not depend on the type.
+PAGED = [next(p for p in WRITABLE if p.service == s) for s in SERVICES]
+
+
+def pages_of(fhir: Fhir, bundle: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The bundle and every page its next links lead to."""
+    while True:
+        yield bundle
+        if not (next_url := link(bundle, "next")):
+            return
+        resp = fhir.follow(next_url)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        bundle = resp.json
+
+
+@pytest.mark.parametrize("pair", PAGED, ids=str)
+def test_next_links_page_by_key_so_a_resource_created_or_deleted_between_pages_shifts_nothing(
+        fhir: Fhir, pair: Pair) -> None:
+    ids = [fhir.create(r)["id"] for r in sample(pair.rtype, 6)]
+    first = fhir.search(pair.rtype, "_count=2")
+    next_query = dict(parse_qsl(urlsplit(link(first, "next")).query))
+    assert "_cursor" in next_query and "_offset" not in next_query
+
+    assert fhir.delete(f"/fhir/{pair.rtype}/{ids[0]}").status_code in (200, 204)  # one already seen goes
+    late = fhir.create(sample(pair.rtype, 1)[0])["id"]  # and one arrives
+    seen = [rid for page in pages_of(fhir, first) for rid in assert_searchset(page)]
+
+    assert seen == [*ids, late]  # by offset, the deletion would have skipped ids[2]
+
+
+@pytest.mark.parametrize("pair", PAGED, ids=str)
+def test_pages_sorted_by_last_updated_follow_by_key_both_ways(fhir: Fhir, pair: Pair) -> None:
+    created = [c["id"] for c in fhir.create_apart(sample(pair.rtype, 5))]
+    for sort, expected in (("_lastUpdated", created), ("-_lastUpdated", created[::-1])):
+        pages = list(pages_of(fhir, fhir.search(pair.rtype, f"_sort={sort}&_count=2")))
+        assert [rid for page in pages for rid in assert_searchset(page)] == expected
+        back = fhir.follow(link(pages[-1], "previous")).json
+        assert assert_searchset(back) == expected[2:4]
+        assert "_cursor" in link(back, "self")
+
+
+@pytest.mark.parametrize("pair", PAGED, ids=str)
+def test_a_cursor_not_given_by_this_search_is_400(fhir: Fhir, pair: Pair) -> None:
+    for r in sample(pair.rtype, 3):
+        fhir.create(r)
+    by_update = dict(parse_qsl(urlsplit(link(fhir.search(pair.rtype, "_count=1&_sort=_lastUpdated"),
+                                              "next")).query))["_cursor"]
+
+    for cursor in ("not-a-cursor", "WyJjcmVhdGVkIiwibiIsIngiXQ", by_update[:-2], "%00", ""):
+        assert_outcome(fhir.get(f"/fhir/{pair.rtype}?_cursor={quote(cursor)}"), 400, expression="_cursor")
+    # a cursor of one order is refused by a search in another
+    assert_outcome(fhir.get(f"/fhir/{pair.rtype}?_cursor={by_update}"), 400, expression="_cursor")
+
+
+@pytest.mark.parametrize("pair", PAGED, ids=str)
+def test_total_is_counted_up_to_a_bound_unless_asked_to_be_accurate(
+        fhir: Fhir, pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("shared.fhir.query.COUNT_BOUND", 3)
+    for r in sample(pair.rtype, 5):
+        fhir.create(r)
+
+    for query in ("_count=2", "_count=2&_total=estimate"):  # past the bound: no total rather than a wrong one
+        bundle = fhir.search(pair.rtype, query)
+        assert "total" not in bundle and link(bundle, "next") and len(bundle["entry"]) == 2
+    assert fhir.search(pair.rtype, "_count=2&_total=accurate")["total"] == 5
+    assert "total" not in fhir.search(pair.rtype, "_count=2&_total=none")
+    assert fhir.search(pair.rtype, "_count=0")["total"] == 5  # a search for the total alone counts it
+    assert fhir.search(pair.rtype, "_id=no-such-id&_total=estimate")["total"] == 0  # within the bound: exact
+
+
 def test_count_zero_gives_the_total_and_no_next_link(fhir: Fhir, pair: Pair) -> None:
     for patient in (ALICE, BOB):
         fhir.create(minimal(pair.rtype, patient))
