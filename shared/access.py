@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -11,9 +12,11 @@ from shared.config import Settings
 from shared.fhir import patients
 from shared.fhir.bundle_rules import bundle_shape
 from shared.fhir.interactions import FhirApi
+from shared.fhir.interactions import Response as ApiResponse
 from shared.fhir.outcome import FhirError
 from shared.fhir.partners import tag_partner
 from shared.fhir.registry import Operation, Registry
+from shared.fhir.store import Transaction
 from shared.fhir.util import now_instant, ref_id
 from shared.fhir.validation import parse_json
 from shared.logs import get_logger
@@ -81,7 +84,11 @@ def authorize(principal: Principal, pairs: list[tuple[str, str]]) -> None:
             raise forbidden(f"the token's scopes do not allow '{permission}' on {rtype}{hint}")
 
 
-def install(app: Flask, settings: Settings, api: FhirApi, own: tuple[str, str, Any] | None = None) -> None:
+def install(app: Flask, settings: Settings, api: FhirApi, own: tuple[str, str, Any] | None = None
+            ) -> Callable[[Transaction, ApiResponse], None]:
+    """Authentication, scopes and the audit trail of `app`; returns what records a write's AuditEvent in the
+    write's own transaction (FhirEndpoints' `audit`). Anything not recorded that way (reads, refusals, errors,
+    operations) is recorded after the response, in a transaction of its own."""
     verifier = verifier_for(settings, own)
     open_paths = {p.strip() for p in settings.auth_open_paths.split(",") if p.strip()}
 
@@ -110,14 +117,29 @@ def install(app: Flask, settings: Settings, api: FhirApi, own: tuple[str, str, A
         if token is not None:
             current_principal.reset(token)
 
+    def audited() -> bool:
+        return g.get("principal") is not None and request.url_rule is not None and "AuditEvent" not in request.path
+
+    def within(tx: Transaction, answer: ApiResponse) -> None:
+        if audited() and not g.get("audited"):
+            body = answer.body if isinstance(answer.body, dict) else None
+            pairs = g.get("needed") or [("Bundle", "c")]
+            write_audit(api, tx, audit_event(api, g.principal, answer.status, body, pairs))
+            g.audited = True  # a failure after this rolls the record back with the write: after_request records it
+
     @app.after_request
     def audit(resp: Response) -> Response:
-        if g.get("principal") is not None and request.url_rule is not None and "AuditEvent" not in request.path:
+        if audited() and not (g.get("audited") and resp.status_code < 400):
             try:
-                record_audit(api, g.principal, resp, g.get("needed") or [("Bundle", "c")])
+                body = resp.get_json(silent=True) if resp.mimetype.endswith("json") else None
+                with api.store.transaction() as tx:
+                    write_audit(api, tx, audit_event(api, g.principal, resp.status_code, body,
+                                                     g.get("needed") or [("Bundle", "c")]))
             except FhirError:
                 log.error("audit event could not be stored", route=request.url_rule.rule)
         return resp
+
+    return within
 
 
 def _patient_in(resource: dict) -> str | None:
@@ -130,13 +152,12 @@ def _patient_in(resource: dict) -> str | None:
     return None
 
 
-def _patients_of(resp: Response) -> list[str]:
+def _patients_of(body: Any) -> list[str]:
     """The patients a request concerned: the search's patient parameter, the resource answered, or the
     resources of a transaction or batch."""
     for name in ("patient", "subject"):
         if request.args.get(name):
             return [request.args[name].rsplit("/", 1)[-1]]
-    body = resp.get_json(silent=True) if resp.mimetype.endswith("json") else None
     if not isinstance(body, dict):
         return []
     if body.get("type") in ("transaction-response", "batch-response"):
@@ -146,32 +167,40 @@ def _patients_of(resp: Response) -> list[str]:
     return [one] if one else []
 
 
-def record_audit(api: FhirApi, principal: Principal, resp: Response, pairs: list[tuple[str, str]]) -> None:
+def audit_event(api: FhirApi, principal: Principal, status: int, body: Any, pairs: list[tuple[str, str]]
+                ) -> dict[str, Any]:
+    """The AuditEvent of the current request, answered `status` with `body` (a dict, or None)."""
     exported = request.url_rule is not None and request.url_rule.rule.startswith(EXPORT_FILES)
     rtype, permission = pairs[0] if pairs else ("*", "r")
     args = request.view_args or {}
     what = f"{args['rtype']}/{args['rid']}" if args.get("rid") and not args["rid"].startswith("$") else rtype
     if exported:  # a Bulk Data status or file access: the job and file it reached
         what, permission = request.path.removeprefix("/fhir/"), "d" if request.method == "DELETE" else "r"
+    elif "/" not in what and isinstance(body, dict) and body.get("resourceType") == what and body.get("id"):
+        what = f"{what}/{body['id']}"  # a create, or a conditional write: the resource it wrote
     named = {"reference": what} if "/" in what and not exported else {"display": what}
     entities: list[dict[str, Any]] = [{"what": named,
                                        "description": request.url_rule.rule if request.url_rule else ""}]
-    for patient in _patients_of(resp):
+    for patient in _patients_of(body):
         entities.append({"what": {"reference": f"Patient/{patient}"}, "role": {
             "system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"}})
-    outcome = "0" if resp.status_code < 400 else ("4" if resp.status_code < 500 else "8")
+    outcome = "0" if status < 400 else ("4" if status < 500 else "8")
     event = {"resourceType": "AuditEvent",
              "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest"},
              "action": AUDIT_ACTION.get(permission, "E"), "recorded": now_instant(), "outcome": outcome,
-             "outcomeDesc": f"HTTP {resp.status_code}",
+             "outcomeDesc": f"HTTP {status}",
              "agent": [{"who": {"display": principal.who}, "requestor": True,
                         "altId": principal.partner or principal.subject}],
              "source": {"observer": {"display": f"iop-suite {api.registry.service}"}}, "entity": entities}
     if principal.partner:  # the record of a partner's request is that partner's to read, and no other's
         event["meta"] = tag_partner({}, principal.partner)
+    return event
+
+
+def write_audit(api: FhirApi, tx: Transaction, event: dict[str, Any]) -> None:
+    """Store an AuditEvent in `tx`, built by the suite itself (not validated again)."""
     token = current_principal.set(None)  # the audit trail is not a partner's submission
     try:
-        with api.store.transaction() as tx:
-            api.repo.create(tx, event, rid=str(uuid.uuid4()), validated=True)
+        api.repo.create(tx, event, rid=str(uuid.uuid4()), validated=True)
     finally:
         current_principal.reset(token)

@@ -281,6 +281,6 @@ def service_app(settings: Settings, registry: Registry, security: dict | None = 
     _register_body_drain(app, settings.max_body_bytes)
     _register_observability(app, ctx)
     tokens = smart.install(app, settings, store)
-    access.install(app, settings, api, (settings.smart_issuer, tokens.jwk["alg"], tokens.key.public_key()))
-    mount_fhir(app, FhirEndpoints(api, VERSION, security or smart_security(tokens)))
+    audit = access.install(app, settings, api, (settings.smart_issuer, tokens.jwk["alg"], tokens.key.public_key()))
+    mount_fhir(app, FhirEndpoints(api, VERSION, security or smart_security(tokens), audit))
     return app

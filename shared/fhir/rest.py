@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Flask, request, send_file
@@ -17,6 +18,7 @@ from shared.fhir.operations import check_body, check_query, validation_issues, v
 from shared.fhir.outcome import FhirError, Issue, informational, operation_outcome
 from shared.fhir.partners import idempotency_scope
 from shared.fhir.patch import JSON_PATCH, MERGE_PATCH
+from shared.fhir.store import Transaction
 from shared.fhir.transaction import BundleProcessor, unresolved_placeholders
 from shared.fhir.validation import check_id, parse_json, validate_resource
 
@@ -115,11 +117,19 @@ def search_items() -> list[tuple[str, str]]:
 
 
 class FhirEndpoints:
-    def __init__(self, api: FhirApi, software_version: str, security: dict | None = None) -> None:
+    def __init__(self, api: FhirApi, software_version: str, security: dict | None = None,
+                 audit: Callable[[Transaction, Response], None] | None = None) -> None:
+        """`audit(tx, resp)`: records a write's AuditEvent in the write's own transaction (shared/access.py)."""
         self.api = api
         self.bundles = BundleProcessor(api)
         self.software_version = software_version
         self.security = security
+        self.audit = audit or (lambda tx, resp: None)
+
+    def written(self, tx: Transaction, resp: Response) -> Response:
+        """A write's answer, its audit record added to the same transaction (one commit, not two)."""
+        self.audit(tx, resp)
+        return resp
 
     def metadata(self) -> FlaskResponse:
         return fhir_response(200, capability_statement(self.api.registry, self.api.base, self.software_version,
@@ -140,7 +150,7 @@ class FhirEndpoints:
                                                 "different request; a repeat must send the same content",
                                            code="business-rule")
                 return shape(Response(seen["status"], seen["body"], seen["headers"]))
-            resp = work(tx)
+            resp = self.written(tx, work(tx))
             if key:
                 tx.remember(scope, key, {"status": resp.status, "body": resp.body, "headers": resp.headers,
                                          "digest": digest})
@@ -182,12 +192,13 @@ class FhirEndpoints:
         if request.method == "DELETE":
             self.api.registry.get(rtype)
             with self.api.store.transaction() as tx:
-                return shaped(self.api.conditional_delete(tx, rtype, criteria))
+                return shaped(self.written(tx, self.api.conditional_delete(tx, rtype, criteria)))
         resource = read_body()
         validate_resource(resource, rtype)
         unresolved_placeholders(resource, rtype)
         with self.api.store.transaction() as tx:
-            return shaped(self.api.conditional_update(tx, rtype, criteria, resource, request.headers.get("If-Match")))
+            return shaped(self.written(tx, self.api.conditional_update(tx, rtype, criteria, resource,
+                                                                       request.headers.get("If-Match"))))
 
     def instance(self, rtype: str, rid: str) -> FlaskResponse:
         if rid.startswith("$"):
@@ -199,16 +210,18 @@ class FhirEndpoints:
             raise FhirError.single(405, "POST a new resource to the type, not to an instance", code="not-supported")
         if request.method == "DELETE":
             with self.api.store.transaction() as tx:
-                return shaped(self.api.delete(tx, rtype, rid))
+                return shaped(self.written(tx, self.api.delete(tx, rtype, rid)))
         if request.method == "PATCH":
             document = read_patch()
             with self.api.store.transaction() as tx:
-                return shaped(self.api.patch(tx, rtype, rid, document, request.headers.get("If-Match")))
+                patched = self.api.patch(tx, rtype, rid, document, request.headers.get("If-Match"))
+                return shaped(self.written(tx, patched))
         resource = read_body()
         validate_resource(resource, rtype)
         unresolved_placeholders(resource, rtype)
         with self.api.store.transaction() as tx:
-            resp = self.api.update(tx, rtype, rid, resource, request.headers.get("If-Match"), validated=True)
+            resp = self.written(tx, self.api.update(tx, rtype, rid, resource, request.headers.get("If-Match"),
+                                                    validated=True))
         return shaped(resp)
 
     def instance_operation(self, rtype: str, rid: str, op: str) -> FlaskResponse:
