@@ -27,6 +27,7 @@ ORDERS = {"created": ("r.created_seq ASC", "r.created_seq DESC"),
 _KEY_COLUMNS = {"created": "r.created_seq", "updated": "(r.last_updated, r.created_seq)",
                 "-updated": "(r.last_updated, r.created_seq)"}
 NEXT, PREVIOUS = "n", "p"
+MAX_CURSOR = 200
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 
 
@@ -67,6 +68,8 @@ def _refused() -> FhirError:
 
 def decode(raw: str, order: str | None) -> Cursor:
     """A cursor given back by a client, for a search in `order` (None: a search that pages by offset)."""
+    if len(raw) > MAX_CURSOR:  # no cursor this server gives is longer: nothing past it is even decoded
+        raise _refused()
     try:
         padded = raw + "=" * (-len(raw) % 4)
         value = json.loads(base64.b64decode(padded, altchars=b"-_", validate=True))

@@ -30,7 +30,8 @@ def test_a_cursor_comes_back_as_it_was_given(cursor: Cursor) -> None:
     (base64.b64encode(b'["created","n",1]').decode() + "==", "created"),
     (raw("updated", NEXT, "yesterday", 1), "updated"),
     (raw("updated", NEXT, "2026-01-01T00:00:00Z\x00", 1), "updated"),
-    (raw("updated", NEXT, 1, "2026-01-01T00:00:00Z"), "updated")])
+    (raw("updated", NEXT, 1, "2026-01-01T00:00:00Z"), "updated"),
+    (base64.urlsafe_b64encode(b"[" * 3000).decode(), "created"), (raw("created", NEXT, 1) + "A" * 300, "created")])
 def test_anything_else_is_refused_as_400_on_cursor(text: str, order: str) -> None:
     with pytest.raises(FhirError) as refused:
         decode(text, order)
