@@ -28,6 +28,11 @@ class JsonLogger(Logger):
 
 workers = int(os.environ.get("IOP_WEB_WORKERS") or 2)
 threads = int(os.environ.get("IOP_WEB_THREADS") or 4)
+# An idle keep-alive connection stays open 30 s, longer than HAProxy keeps one to a replica (10 s) and than a
+# client's pause between two requests usually lasts: the side that closes an idle connection is the client's,
+# not the server racing a client that reuses it (gunicorn's 2 s default had a request sent on a connection the
+# server was closing come back as a connection reset, not an answer).
+keepalive = 30
 errorlog = "-"
 accesslog = None  # the application logs every write and every error itself (shared/web.py)
 logger_class = JsonLogger
