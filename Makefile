@@ -21,7 +21,7 @@ PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,http_edges intake journe
   tests/integration/test_ehr_dispatch.py tests/integration/test_subscription_writes.py \
   tests/integration/test_event_backbone.py tests/integration/test_failure_watch.py tests/fuzz
 
-.PHONY: help setup tools run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile lint demo clean
+.PHONY: help setup tools run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile stages lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -143,6 +143,9 @@ bench: setup ## Run the benchmarks in bench/ on both store profiles (PROFILE=sql
 profile: setup ## Sample every service process with py-spy under a steady intake load (RATE=30 DURATION=20)
 	@$(VENV)/bin/py-spy --version >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check -e '.[profile]'
 	$(PY) -m bench.profile --rate $(or $(RATE),30) --seconds $(or $(DURATION),20)
+
+stages: setup ## CPU per intake of each service's own work in one process, without Kafka (INTAKES=200)
+	$(PY) -m bench.stages --intakes $(or $(INTAKES),200)
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check shared services tests bench

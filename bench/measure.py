@@ -81,14 +81,19 @@ def tree_rss_kib(pid: int) -> int:
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds a process has used (all its threads)."""
+def cpu_split_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used (all its threads)."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
             fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / TICKS
+        return int(fields[11]) / TICKS, int(fields[12]) / TICKS
     except (OSError, ValueError, IndexError):
-        return 0.0
+        return 0.0, 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (all its threads)."""
+    return sum(cpu_split_s(pid))
 
 
 def tree_cpu_s(pid: int) -> float:

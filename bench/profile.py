@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.harness import PORTS, VAR, Broker, Suite, base_url, partner_bearer, settle, stop_leftovers
 from bench.load import IntakeLoad, bodies
-from bench.measure import children, cpu_s
+from bench.measure import children, cpu_split_s
 
 OUT = VAR / "profiles"
 # A sample whose innermost frame is one of these is a thread waiting, not working.
@@ -84,22 +84,26 @@ def main(argv: list[str] | None = None) -> int:
                                    "-f", "raw", "-o", str(OUT / f"{name}.txt"), "--nonblocking"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
         measured = {**pids, "broker (JVM)": broker_pid} if broker_pid else dict(pids)
-        before = {name: cpu_s(pid) for name, pid in measured.items()}
+        before = {name: cpu_split_s(pid) for name, pid in measured.items()}
         subs = load.run(args.rate, bodies(args.rate * args.seconds))
         settle(30)
-        spent = {name: cpu_s(pid) - before[name] for name, pid in measured.items()}
+        spent = {name: tuple(a - b for a, b in zip(cpu_split_s(pid), before[name], strict=True))
+                 for name, pid in measured.items()}
         for s in spies:
             s.wait(60)
     finally:
         suite.stop()
         broker.stop()
     accepted = sum(s.accepted for s in subs)
+    per = 1000 / max(accepted, 1)
     print(f"\n{accepted} of {len(subs)} intakes accepted at {args.rate}/s; CPU per intake (all threads, from /proc):")
-    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
-        if seconds < 0.01:
+    print(f"  {'':24s} {'total':>8s} {'user':>7s} {'system':>7s}")
+    for name, (user, system) in sorted(spent.items(), key=lambda kv: -sum(kv[1])):
+        if user + system < 0.01:
             continue  # an idle web process of a service the load does not call
-        print(f"  {name:24s} {1000 * seconds / max(accepted, 1):6.1f} ms")
-    print(f"  {'in all':24s} {1000 * sum(spent.values()) / max(accepted, 1):6.1f} ms")
+        print(f"  {name:24s} {per * (user + system):5.1f} ms {per * user:7.1f} {per * system:7.1f}")
+    users, systems = sum(u for u, _ in spent.values()), sum(s for _, s in spent.values())
+    print(f"  {'in all':24s} {per * (users + systems):5.1f} ms {per * users:7.1f} {per * systems:7.1f}")
     for name in pids:
         raw = OUT / f"{name}.txt"
         if not raw.exists():

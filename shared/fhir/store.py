@@ -567,18 +567,32 @@ class SQLiteCommitWatch:
 
 
 class _WalBell:
-    """inotify on the database's directory, ringing when its write-ahead log (`<name>-wal`) is written or made."""
+    """inotify on the database's write-ahead log (`<name>-wal`), ringing when it is written or made.
+
+    The log itself is watched, not its directory: the services' databases share one directory, and a watch
+    on it would wake every watcher of every service at each page any of them writes. The directory is
+    watched for the log's creation only, so a log made after the watch (or made again) is watched too.
+    """
 
     def __init__(self, path: Path) -> None:
         from inotify_simple import INotify, flags  # Linux only: open() falls back to polling elsewhere
 
+        self._flags = flags
         self._wal = path.name + "-wal"
+        self._wal_path = str(path.parent / self._wal)
         self._inotify = INotify()
         try:
-            self._inotify.add_watch(str(path.parent), flags.MODIFY | flags.CREATE)
+            self._dir = self._inotify.add_watch(str(path.parent), flags.CREATE | flags.MOVED_TO)
+            self._log = self._watch_log()
         except BaseException:
             self._inotify.close()
             raise
+
+    def _watch_log(self) -> int | None:
+        try:
+            return self._inotify.add_watch(self._wal_path, self._flags.MODIFY)
+        except FileNotFoundError:  # not made yet: its creation rings, and is watched from then on
+            return None
 
     @classmethod
     def open(cls, path: str) -> _WalBell | None:
@@ -590,8 +604,18 @@ class _WalBell:
             return None
 
     def wait(self, timeout_s: float) -> bool:
-        """True when the log was written within timeout_s (events for the directory's other files do not count)."""
-        return any(event.name == self._wal for event in self._inotify.read(timeout=max(1, int(timeout_s * 1000))))
+        """True when the log was written or made within timeout_s (the directory's other files do not count)."""
+        rang = False
+        for event in self._inotify.read(timeout=max(1, int(timeout_s * 1000))):
+            if event.wd == self._dir:
+                if event.name == self._wal:
+                    self._log, rang = self._watch_log(), True
+            elif event.mask & self._flags.IGNORED:
+                if event.wd == self._log:  # the log was removed (the last connection closed): wait for the next
+                    self._log = None
+            else:
+                rang = True
+        return rang
 
     def close(self) -> None:
         self._inotify.close()

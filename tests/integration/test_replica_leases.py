@@ -202,3 +202,61 @@ def test_an_idle_sqlite_commit_watch_sleeps_on_the_log_and_another_process_commi
         assert [e.value for e in relay_side.unsent_events(10)] == ['{"n": 3}']
     finally:
         watch.close()
+
+
+def test_a_sqlite_commit_watch_sleeps_through_the_commits_of_another_services_database(tmp_path: Path) -> None:
+    """The services' databases share a directory: one's commits must not wake the watches of the others."""
+    mine, theirs = SQLiteStore(str(tmp_path / "careplan.db")), SQLiteStore(str(tmp_path / "encounters.db"))
+    checks = 0
+    data_version = mine.data_version
+
+    def counted() -> int:
+        nonlocal checks
+        checks += 1
+        return data_version()
+
+    mine.data_version = counted  # type: ignore[method-assign]
+    watch, stop = mine.commit_watch(0.005), threading.Event()
+    busy = threading.Event()
+
+    def commit_theirs() -> None:
+        while not busy.is_set():
+            with theirs.transaction() as tx:
+                tx.add_event(event(4))
+
+    writer = threading.Thread(target=commit_theirs, daemon=True)
+    try:
+        watch.wait(stop, 0)
+        writer.start()
+        assert not watch.wait(stop, 1.0)
+        # Woken by every page written next door, it would have checked every 5 ms after each write.
+        assert checks <= 1 + 1.0 / SQLiteCommitWatch.BELL_SLICE_S + 2, checks
+        assert [e.value for e in theirs.unsent_events(1)] == ['{"n": 4}']  # the neighbour did commit meanwhile
+        busy.set()
+        writer.join(10)
+        own = threading.Thread(target=_commit_one_event, args=(mine.path,))  # another connection to its own
+        own.start()
+        assert watch.wait(stop, 30)
+        own.join(10)
+    finally:
+        busy.set()
+        watch.close()
+
+
+def test_a_sqlite_commit_watch_wakes_for_a_log_made_again_after_the_last_connection_closed(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    relay_side = SQLiteStore(path)
+    watch, stop = relay_side.commit_watch(0.005), threading.Event()
+    try:
+        watch.wait(stop, 0)
+        relay_side._conn().close()  # the last connection: SQLite checkpoints and removes the log
+        relay_side._local.conn = None
+        assert not Path(path + "-wal").exists()
+        assert not watch.wait(stop, 0.5)
+        writer = multiprocessing.get_context("spawn").Process(target=_commit_one_event, args=(path,))
+        writer.start()
+        assert watch.wait(stop, 60)
+        writer.join(30)
+        assert writer.exitcode == 0
+    finally:
+        watch.close()
