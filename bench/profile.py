@@ -4,10 +4,11 @@
     python -m bench.profile --rate 50 --seconds 30
 
 Starts its own broker and services (the ports of `make bench`, so not while it runs), warms them up,
-then records every service process with `py-spy record` while the load runs. Prints the CPU each
-process spent per intake (from /proc, so the sampler's own cost is not in it) and, per process, the
-functions most often on the stack. Raw stacks (one line per stack, for flame graph tools) are kept in
-var/bench/profiles/. py-spy comes with the `profile` extra: `make profile` installs it.
+measures the CPU each process spends idle, then records every service process with `py-spy record`
+while the load runs. Prints the CPU each process spent per intake (from /proc, so the sampler's own
+cost is not in it), user and system apart, and, per process, the functions most often on the stack.
+Raw stacks (one line per stack, for flame graph tools) are kept in var/bench/profiles/. py-spy comes
+with the `profile` extra: `make profile` installs it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -60,11 +62,19 @@ def top_functions(raw: Path, count: int) -> tuple[int, list[tuple[float, str]]]:
     return busy, ranked[:count]
 
 
+def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """CPU each process spends per second while nothing is submitted, in ms."""
+    before = {name: sum(cpu_split_s(pid)) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {name: 1000 * (sum(cpu_split_s(pid)) - before[name]) / seconds for name, pid in pids.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=int, default=30, help="intakes per second (default 30)")
     parser.add_argument("--seconds", type=int, default=20, help="length of the sampled load (default 20)")
     parser.add_argument("--top", type=int, default=12, help="functions listed per process (default 12)")
+    parser.add_argument("--idle", type=int, default=10, help="seconds of CPU measured with no load first (default 10)")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
@@ -80,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         load.run(args.rate, bodies(args.rate * 5))  # warm-up: connections, caches, the broker's JIT
         settle(30)
         pids, broker_pid = processes(suite, broker)
+        measured = {**pids, "broker (JVM)": broker_pid} if broker_pid else dict(pids)
+        idle = idle_cpu(measured, args.idle)
         spies = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(args.seconds + 2), "-r", "100",
                                    "-f", "raw", "-o", str(OUT / f"{name}.txt"), "--nonblocking"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in pids.items()]
-        measured = {**pids, "broker (JVM)": broker_pid} if broker_pid else dict(pids)
         before = {name: cpu_split_s(pid) for name, pid in measured.items()}
         subs = load.run(args.rate, bodies(args.rate * args.seconds))
         settle(30)
@@ -95,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         suite.stop()
         broker.stop()
     accepted = sum(s.accepted for s in subs)
+    print(f"\nidle for {args.idle} s after the warm-up: CPU in ms per second (1000 is one core)")
+    for name, rate in sorted(idle.items(), key=lambda kv: -kv[1]):
+        if rate >= 0.05:
+            print(f"  {name:24s} {rate:6.1f}")
+    print(f"  {'in all':24s} {sum(idle.values()):6.1f}, {sum(idle.values()) / 10:.1f} % of one core")
     per = 1000 / max(accepted, 1)
     print(f"\n{accepted} of {len(subs)} intakes accepted at {args.rate}/s; CPU per intake (all threads, from /proc):")
     print(f"  {'':24s} {'total':>8s} {'user':>7s} {'system':>7s}")

@@ -18,7 +18,7 @@ from shared import tracing
 from shared.events.catalogue import BY_TYPE, event_type
 from shared.fhir.outcome import FhirError
 from shared.fhir.store import OutboxEvent
-from shared.fhir.util import now_instant
+from shared.fhir.util import compact_json, now_instant
 from shared.fhir.validation import check_structure, validate_resource
 
 CONTENT_TYPE = "application/fhir+json; fhirVersion=4.0"
@@ -79,7 +79,7 @@ def build_event(type_name: str, base: str, patient_id: str, focus: dict, context
                ("ce_type", et.type), ("ce_time", now_instant()), ("ce_subject", subject),
                ("content-type", CONTENT_TYPE),
                ("traceparent", tracing.traceparent() or new_traceparent(current_trace.get()))]
-    return OutboxEvent(et.topic, patient_id, headers, json.dumps(bundle, separators=(",", ":"), ensure_ascii=False))
+    return OutboxEvent(et.topic, patient_id, headers, compact_json(bundle))
 
 
 class HeadersSchema(Schema):

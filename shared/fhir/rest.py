@@ -20,6 +20,7 @@ from shared.fhir.partners import idempotency_scope
 from shared.fhir.patch import JSON_PATCH, MERGE_PATCH
 from shared.fhir.store import Transaction
 from shared.fhir.transaction import BundleProcessor, unresolved_placeholders
+from shared.fhir.util import compact_json
 from shared.fhir.validation import check_id, parse_json, validate_resource
 
 FHIR_JSON = "application/fhir+json"
@@ -27,7 +28,7 @@ ACCEPTED_MEDIA = {"application/fhir+json", "application/json", "application/json
 
 
 def fhir_response(status: int, body: dict | None = None, headers: dict[str, str] | None = None) -> FlaskResponse:
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":")) if body is not None else ""
+    text = compact_json(body) if body is not None else ""
     resp = FlaskResponse(text, status=status, mimetype=FHIR_JSON)
     resp.headers["Content-Type"] = f"{FHIR_JSON}; charset=utf-8"
     for k, v in (headers or {}).items():

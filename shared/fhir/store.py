@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from shared.config import SQLITE_SYNCHRONOUS, sqlite_synchronous
 from shared.fhir.migrations import migrate_sqlite
 from shared.fhir.outcome import FhirError, Issue
-from shared.fhir.util import now_instant
+from shared.fhir.util import compact_json, now_instant
 
 PG_SCHEMES = ("postgresql://", "postgres://")
 
@@ -203,7 +203,7 @@ def next_version(current: Stored | None, rtype: str, rid: str, resource: dict, e
     version, now = current_version + 1, now_instant()
     body = dict(resource, id=rid)
     body["meta"] = dict(resource.get("meta") or {}, versionId=str(version), lastUpdated=now)
-    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    text = compact_json(body)
     return version, now, body, text, "POST" if current is None else "PUT"
 
 
@@ -214,7 +214,7 @@ def delete_current(tx: Transaction, execute: Any, rtype: str, rid: str) -> Store
     if current is None or current.deleted:
         return current
     version, now = current.version + 1, now_instant()
-    text = json.dumps(current.resource, separators=(",", ":"), ensure_ascii=False)
+    text = compact_json(current.resource)
     execute("INSERT INTO history (type, id, version, last_updated, deleted, method, json)"
             " VALUES (?,?,?,?,1,'DELETE',?)", (rtype, rid, version, now, text))
     execute("UPDATE resource SET version=?, last_updated=?, deleted=1 WHERE type=? AND id=?",
