@@ -106,14 +106,22 @@ class RssSampler:
     def __init__(self, pids: dict[str, int], every_s: float = 1.0) -> None:
         self.pids, self.every_s = pids, every_s
         self.samples: dict[str, list[int]] = {name: [] for name in pids}
+        self.largest: dict[str, int] = {name: 0 for name in pids}  # KiB of the tree's largest single process
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
     def sample(self) -> dict[str, int]:
-        now = {name: tree_rss_kib(pid) for name, pid in self.pids.items()}
-        for name, kib in now.items():
-            self.samples[name].append(kib)
+        now = {}
+        for name, pid in self.pids.items():
+            each = [rss_kib(pid), *(rss_kib(c) for c in children(pid))]
+            now[name] = sum(each)
+            self.samples[name].append(now[name])
+            self.largest[name] = max(self.largest[name], *each)
         return now
+
+    def largest_mib(self) -> dict[str, float]:
+        """Per tree, the peak of its largest process (a gunicorn worker, not the master and its workers)."""
+        return {name: round(kib / 1024, 1) for name, kib in self.largest.items()}
 
     def _run(self) -> None:
         while not self._stop.is_set():

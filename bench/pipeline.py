@@ -19,7 +19,7 @@ from typing import Any
 from bench.harness import BOOTSTRAP, Broker, Suite, base_url, partner_bearer
 from bench.hop import RawHop, careplan_event
 from bench.load import IntakeLoad, Submission, bodies
-from bench.measure import RssSampler, cpu_s, summary_ms
+from bench.measure import RssSampler, cpu_s, summary_ms, tree_cpu_s
 from bench.watch import TopicWatcher
 from shared.events.catalogue import CAREPLAN
 
@@ -83,6 +83,16 @@ def p1(rate: int, seconds: float, drain_s: float = 30) -> dict[str, Any]:
                 "http_ms": summary_ms(s.latency_s for s in accepted), "raw_hop_ms": summary_ms(raw_s)}
 
 
+IDLE_S = 10.0  # how long the idle suite's CPU is measured before the P2 steps
+
+
+def idle_cpu_ms_per_s(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """The CPU each process tree spends per second while nothing is submitted (1000 is one core)."""
+    before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {name: round(1000 * (tree_cpu_s(pid) - before[name]) / seconds, 1) for name, pid in pids.items()}
+
+
 def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: Broker,
        servers: dict[str, int] | None = None) -> dict[str, Any]:
     """`servers`: other processes to sample with the suite's (a database server, by the pid of its tree)."""
@@ -94,6 +104,7 @@ def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: B
     with TopicWatcher(BOOTSTRAP, (CAREPLAN,), types={CREATED}) as watcher:
         warm_up(load, watcher)
         idle = RssSampler(pids).sample()
+        idle_cpu = idle_cpu_ms_per_s(pids, IDLE_S)
         with RssSampler(pids) as rss:
             for rate in rates:
                 step = p2_step(load, watcher, rss, rate, seconds, drain_s)
@@ -104,7 +115,8 @@ def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: B
     passing = [s for s in steps if s["passed"]]
     failing = next((s for s in steps if not s["passed"]), None)
     footprint = {"idle_mib": {k: round(v / 1024, 1) for k, v in idle.items()}, "peak_mib": rss.peak_mib(),
-                 "mean_mib": rss.mean_mib(),
+                 "mean_mib": rss.mean_mib(), "largest_process_mib": rss.largest_mib(),
+                 "idle_cpu_ms_per_s": idle_cpu, "idle_s": IDLE_S,
                  "cpu_ms_per_intake": (passing or steps)[-1]["cpu_ms_per_intake"] if steps else {},
                  "bench_cpu_ms_per_intake": (passing or steps)[-1]["bench_cpu_ms_per_intake"] if steps else 0.0,
                  "cpu_at_rate_per_s": (passing or steps)[-1]["rate_per_s"] if steps else None}

@@ -10,7 +10,22 @@ TARGETS = {  # (section, label, what is compared, limit)
     "p1_raw": ("p1", "P1 p50 / raw hop p50", "<= 10x", 10.0),
     "p2_rate": ("p2", "P2 sustained intakes/s", ">= 150 /s", 150.0),
     "p3_p50": ("p3", "P3 fan-out p50", "<= 50 ms", 50.0),
+    "p4_cpu": ("p4", "P4 CPU per intake, all", "<= 12 ms", 12.0),
+    "p4_web": ("p4", "P4 largest web process", "<= 100 MiB", 100.0),
+    "p4_worker": ("p4", "P4 largest worker process", "<= 80 MiB", 80.0),
+    "p4_idle": ("p4", "P4 idle suite, % of a core", "<= 2 %", 2.0),
 }
+
+
+def footprint_figures(p4: dict[str, Any]) -> dict[str, float | None]:
+    """The P4 targets' figures: CPU per intake summed, the largest single web and worker process, idle CPU."""
+    largest = p4.get("largest_process_mib") or {}
+    webs = [v for k, v in largest.items() if k.endswith("-web")]
+    workers = [v for k, v in largest.items() if k.endswith("-worker")]
+    idle = p4.get("idle_cpu_ms_per_s")
+    return {"p4_cpu": round(sum((p4.get("cpu_ms_per_intake") or {}).values()), 1) or None,
+            "p4_web": max(webs, default=None), "p4_worker": max(workers, default=None),
+            "p4_idle": round(sum(idle.values()) / 10, 1) if idle else None}
 
 
 def _ms(summary: dict | None, key: str) -> float | str | None:
@@ -33,6 +48,8 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         figures["p2_rate"] = results["p2"]["highest_passing_rate"]
     if ok(results.get("p3")):
         figures["p3_p50"] = _ms(results["p3"]["fanout_ms"], "p50")
+    if ok(results.get("p4")):
+        figures |= footprint_figures(results["p4"])
     out = []
     for key, (section, label, target, limit) in TARGETS.items():
         if section not in results:
@@ -261,8 +278,14 @@ def _p4(r: dict) -> list[tuple[str, str]]:
     rows = [("P4 resident memory (VmRSS) idle -> peak under P2", f"{r['idle_total_mib']:.0f} -> "
                                                                   f"{r['peak_total_mib']:.0f} MiB in all")]
     cpu = r.get("cpu_ms_per_intake") or {}
+    largest, idle = r.get("largest_process_mib") or {}, r.get("idle_cpu_ms_per_s") or {}
     rows += [(f"  {name}", f"{r['idle_mib'][name]:.0f} -> {r['peak_mib'][name]:>4.0f} MiB"
-              + (f"   CPU {cpu[name]:6.1f} ms per intake" if name in cpu else "")) for name in r["peak_mib"]]
+              + (f" (largest process {largest[name]:.0f})" if name in largest else "")
+              + (f"   CPU {cpu[name]:6.1f} ms per intake" if name in cpu else "")
+              + (f", idle {idle[name]:.1f} ms/s" if name in idle else "")) for name in r["peak_mib"]]
+    if idle:
+        rows.append((f"  idle suite, {r.get('idle_s', 0):.0f} s before the load",
+                     f"{sum(idle.values()):.0f} ms of CPU per second, {sum(idle.values()) / 10:.1f} % of one core"))
     if cpu:
         rows.append((f"  CPU per intake, the suite's processes (at {r['cpu_at_rate_per_s']}/s)",
                      f"{sum(cpu.values()):.0f} ms, i.e. at most {1000 * (os.cpu_count() or 1) / sum(cpu.values()):.0f}"

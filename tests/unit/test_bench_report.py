@@ -119,3 +119,21 @@ def test_when_no_rate_passes_on_both_the_latencies_are_compared_at_the_lowest_ra
     rows = {row["figure"]: row for row in report.comparison(slow)}
     p50 = rows["P1 200 -> careplan.created p50, 10/s (not sustained by both)"]
     assert (p50["sqlite"], p50["postgresql"], p50["ratio"]) == (900.0, 900.0, 1.0)
+
+
+def test_the_footprint_targets_read_the_largest_single_process_and_the_idle_suite() -> None:
+    p4 = {**PROFILES["sqlite"]["p4"], "largest_process_mib": {"intake-web": 96.0, "careplan-web": 104.5,
+                                                              "intake-worker": 61.0, "careplan-worker": 79.0,
+                                                              "broker (JVM)": 300.0},
+          "idle_cpu_ms_per_s": {"intake-worker": 2.0, "careplan-worker": 5.0, "broker (JVM)": 30.0}, "idle_s": 10,
+          "idle_mib": {"careplan-web": 200.0}, "peak_mib": {"careplan-web": 230.0}}
+    marks = {m["target"]: m for m in report.verdicts({"p4": p4})}
+    assert (marks["P4 largest web process"]["figure"], marks["P4 largest web process"]["verdict"]) == (104.5, "MISS")
+    # The broker is no worker: the largest worker is careplan's.
+    assert (marks["P4 largest worker process"]["figure"], marks["P4 largest worker process"]["verdict"]) == \
+        (79.0, "PASS")
+    assert (marks["P4 idle suite, % of a core"]["figure"], marks["P4 idle suite, % of a core"]["verdict"]) == \
+        (3.7, "MISS")
+    assert (marks["P4 CPU per intake, all"]["figure"], marks["P4 CPU per intake, all"]["verdict"]) == (23.0, "MISS")
+    printed = "\n".join(f"{a} {b}" for a, b in report._p4(p4))
+    assert "largest process 104" in printed and "3.7 % of one core" in printed
