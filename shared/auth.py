@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jwt
-
 from shared.fhir.outcome import FhirError, Issue
 
 SCOPE = re.compile(r"^(patient|user|system)/(\*|[A-Z][A-Za-z]+)\.(\*|read|write|c?r?u?d?s?)$")
@@ -110,6 +108,14 @@ def forbidden(message: str) -> FhirError:
     return FhirError(403, [Issue(message, code="forbidden")])
 
 
+def _jwt() -> Any:
+    """PyJWT, imported when a token is first verified or made: with `cryptography` it is some MiB that a
+    worker process, which handles no request, never needs."""
+    import jwt
+
+    return jwt
+
+
 class TokenVerifier:
     def __init__(self, issuer: str, audience: str, leeway_s: int, hs256_secret: str | None = None,
                  jwks: str | None = None, own: tuple[str, str, Any] | None = None) -> None:
@@ -117,8 +123,8 @@ class TokenVerifier:
         self.issuer, self.audience, self.leeway = issuer, audience, leeway_s
         self.own = own
         self.secret = hs256_secret
-        self._jwks_client = jwt.PyJWKClient(jwks) if jwks and jwks.startswith(("http://", "https://")) else None
-        self._jwks_file = jwt.PyJWKSet.from_dict(json.loads(Path(jwks).read_text())) if jwks and not \
+        self._jwks_client = _jwt().PyJWKClient(jwks) if jwks and jwks.startswith(("http://", "https://")) else None
+        self._jwks_file = _jwt().PyJWKSet.from_dict(json.loads(Path(jwks).read_text())) if jwks and not \
             self._jwks_client else None
 
     def _key(self, token: str, alg: str) -> Any:
@@ -131,7 +137,7 @@ class TokenVerifier:
         if self._jwks_client is not None:
             return self._jwks_client.get_signing_key_from_jwt(token).key
         if self._jwks_file is not None:
-            kid = jwt.get_unverified_header(token).get("kid")
+            kid = _jwt().get_unverified_header(token).get("kid")
             keys = [k for k in self._jwks_file.keys if kid is None or k.key_id == kid]
             if keys:
                 return keys[0].key
@@ -143,16 +149,16 @@ class TokenVerifier:
             raise unauthorized("a Bearer token is required")
         token = found.group(1)
         try:
-            alg = jwt.get_unverified_header(token).get("alg", "")
+            alg = _jwt().get_unverified_header(token).get("alg", "")
             issuer, key = self.issuer, None
             if self.own is not None and alg == self.own[1]:  # issued by the suite's token endpoint
                 issuer, key = self.own[0], self.own[2]
-            claims = jwt.decode(token, key or self._key(token, alg), algorithms=[alg], audience=self.audience,
+            claims = _jwt().decode(token, key or self._key(token, alg), algorithms=[alg], audience=self.audience,
                                 issuer=issuer, leeway=self.leeway,
                                 options={"require": ["exp", "iss", "aud", "sub"]})
-        except jwt.PyJWTError as exc:
+        except _jwt().PyJWTError as exc:
             raise unauthorized(f"the token is not valid: {type(exc).__name__}") from None
-        except jwt.exceptions.PyJWKClientError:
+        except _jwt().exceptions.PyJWKClientError:
             raise unauthorized("the token's signing key could not be found") from None
         return principal_of(claims)
 
@@ -197,4 +203,4 @@ def mint(secret: str, scopes: str, issuer: str = "iop-suite", audience: str = "i
         claims["organization"] = organization
     if patient:
         claims["patient"] = patient.removeprefix("Patient/")
-    return jwt.encode(claims, secret, algorithm="HS256")
+    return _jwt().encode(claims, secret, algorithm="HS256")

@@ -14,8 +14,6 @@ from typing import Any
 
 import jsonpatch
 import jsonpointer
-from fhirpathpy import evaluate
-from fhirpathpy.models import models
 
 from shared.fhir.outcome import FhirError, Issue
 from shared.fhir.validation import element_is_list, validate_resource
@@ -112,6 +110,10 @@ class _Document:
 
     def locate(self, path: str) -> list[tuple[Location, list[str]]]:
         """Where the nodes that `path` finds sit, with the element names leading to each."""
+        # Imported here: fhirpathpy (and its ANTLR runtime) is some MiB that only a FHIRPath Patch needs.
+        from fhirpathpy import evaluate
+        from fhirpathpy.models import models
+
         where = self._mark()
         try:
             found = evaluate(self.root, path, {}, models["r4"])
