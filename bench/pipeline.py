@@ -83,7 +83,7 @@ def p1(rate: int, seconds: float, drain_s: float = 30) -> dict[str, Any]:
                 "http_ms": summary_ms(s.latency_s for s in accepted), "raw_hop_ms": summary_ms(raw_s)}
 
 
-IDLE_S = 10.0  # how long the idle suite's CPU is measured before the P2 steps
+IDLE_S = 10.0  # how long the idle suite's CPU is measured before the P2 steps, after as long a pause
 
 
 def idle_cpu_ms_per_s(pids: dict[str, int], seconds: float) -> dict[str, float]:
@@ -104,6 +104,7 @@ def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: B
     with TopicWatcher(BOOTSTRAP, (CAREPLAN,), types={CREATED}) as watcher:
         warm_up(load, watcher)
         idle = RssSampler(pids).sample()
+        time.sleep(IDLE_S)  # the broker goes on compiling and collecting for a while after the warm-up's load
         idle_cpu = idle_cpu_ms_per_s(pids, IDLE_S)
         with RssSampler(pids) as rss:
             for rate in rates:
