@@ -2,7 +2,7 @@
 
     python -m bench.stages                 200 intakes (after 50 to warm up)
     python -m bench.stages --intakes 500
-    python -m bench.stages --cprofile encounters --sort cumulative
+    python -m bench.stages --cprofile intake-web --sort cumulative
 
 Intake's web app takes the partner submissions through Flask's test client; then each consuming
 service's handlers apply, one event per store transaction as a worker does at a steady rate, the
@@ -32,6 +32,7 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results" / "stages.json"
 VAR = Path(__file__).resolve().parent.parent / "var" / "bench" / "stages"
 SECRET = "bench-stages-" + "s" * 32
+STAGES = ("intake-web", "careplan", "encounters", "aftercare")
 
 
 def cpu() -> tuple[float, float]:
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
     parser.add_argument("--intakes", type=int, default=200)
     parser.add_argument("--warm", type=int, default=50, help="intakes through every stage first, not measured")
-    parser.add_argument("--cprofile", metavar="STAGE", help="also list the functions one stage spends most in "
+    parser.add_argument("--cprofile", metavar="STAGE", choices=STAGES, help="also list the functions one stage spends most in "
                         "(cProfile: its own overhead inflates the figures of that stage)")
     parser.add_argument("--sort", default="tottime", help="the order of that list (a pstats key, e.g. cumulative)")
     parser.add_argument("--callees", metavar="REGEX", help="and what the functions matching REGEX call")
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = {"careplan": careplan_spec(Settings("careplan")), "encounters": encounters_spec(Settings("encounters")),
              "aftercare": aftercare_spec(Settings("aftercare"))}
     profiler = cProfile.Profile() if args.cprofile else None
-    stages = {name: Stage(name, profiler if name == args.cprofile else None) for name in ("intake-web", *specs)}
+    stages = {name: Stage(name, profiler if name == args.cprofile else None) for name in STAGES}
     applied: dict[str, int] = {name: 0 for name in specs}
 
     def submit(payloads: list[bytes], stage: Stage) -> None:

@@ -59,7 +59,7 @@ def test_a_consumer_without_a_replica_name_is_a_dynamic_member_with_a_client_id_
     m = kafka.membership("iop-careplan")
     assert m["group_instance_id"] is None
     assert m["client_id"] == f"iop-careplan-{socket.gethostname()}-{os.getpid()}"
-    assert (m["session_timeout_ms"], m["heartbeat_interval_ms"]) == (10000, 1000)
+    assert (m["session_timeout_ms"], m["heartbeat_interval_ms"]) == (10000, 2500)
     assert m["partition_assignment_strategy"] == [CooperativeStickyAssignor]
 
 
@@ -68,4 +68,4 @@ def test_a_named_replica_is_the_static_member_of_that_name(monkeypatch: pytest.M
     monkeypatch.setenv("IOP_KAFKA_SESSION_TIMEOUT_MS", "30000")
     m = kafka.membership("iop-careplan")
     assert (m["group_instance_id"], m["client_id"]) == ("careplan-worker-2", "iop-careplan-careplan-worker-2")
-    assert (m["session_timeout_ms"], m["heartbeat_interval_ms"]) == (30000, 3000)
+    assert (m["session_timeout_ms"], m["heartbeat_interval_ms"]) == (30000, 7500)
