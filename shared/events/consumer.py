@@ -93,6 +93,7 @@ class ConsumerRunner:
         self.applied = self.skipped = self.dead_lettered = self.handler_errors = 0
         self.store_waits = 0  # how many times the store was unavailable and the records were left to retry
         self._lag_at = 0.0
+        self._lags: dict[str, str] = {}  # what record_lag last stored, per partition
         self.processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._committed_at = time.monotonic()
@@ -278,6 +279,7 @@ class ConsumerRunner:
         for tp in partitions:
             self.processed.pop(tp, None)
             self._committed.pop(tp, None)
+        self._lags.clear()  # another member may write these partitions' lag meanwhile: write ours anew on return
 
     def commit(self, force: bool) -> None:
         """Commit the offsets of what is applied: at most every `commit_every_s`, or now when `force`d.
@@ -313,11 +315,16 @@ class ConsumerRunner:
         if not assigned:
             return
         ends = self.consumer.end_offsets(list(assigned))
+        lags = {f"lag:{self.config.group}:{tp.topic}:{tp.partition}":
+                str(max(0, ends.get(tp, 0) - self.consumer.position(tp))) for tp in assigned}
+        changed = {name: lag for name, lag in lags.items() if self._lags.get(name) != lag}
+        if not changed:
+            return  # an idle group writes nothing: no commit, no wake-up of the store's watchers
         # Per partition, in the store: any web process of the service shows it as iop_consumer_lag.
         with self.store.transaction() as tx:
-            for tp in assigned:
-                lag = max(0, ends.get(tp, 0) - self.consumer.position(tp))
-                tx.put_value(f"lag:{self.config.group}:{tp.topic}:{tp.partition}", str(lag))
+            for name, lag in changed.items():
+                tx.put_value(name, lag)
+        self._lags.update(changed)
 
     def run(self, stop: threading.Event) -> None:
         """Until `stop`: poll, apply, commit. On stop, the record in hand is finished and committed."""

@@ -113,8 +113,8 @@ class OutboxRelay:
                 log.warning("relay lease not renewed", error=type(exc).__name__)
 
     def run(self, stop: threading.Event) -> None:
-        """Publish while holding the lease; wake on each commit (the store's commit watch), renew the lease on
-        the way, and give it up on a clean stop so a standby takes over at once."""
+        """Publish while holding the lease (taken here, renewed by the keeper thread); wake on each commit (the
+        store's commit watch), and give it up on a clean stop so a standby takes over at once."""
         keeper = threading.Thread(target=self._keep_lease, args=(stop,), name="relay-lease", daemon=True)
         keeper.start()
         watch = self.store.commit_watch(self.poll_s)
@@ -124,9 +124,10 @@ class OutboxRelay:
             while not stop.is_set():
                 try:
                     if time.monotonic() >= renew_due:
-                        leads = self._lead()
+                        # A held lease is the keeper's to renew: one renewal per period, not one from each thread.
+                        leads = self.lease.held or self._lead()
                         renew_due = time.monotonic() + self.lease.renew_every_s
-                        rescan = rescan or leads  # each renewal re-scans too: the fallback to the doorbell
+                        rescan = rescan or leads  # each period re-scans too: the fallback to the doorbell
                     if self.lease.held and rescan:
                         rescan = self.publish_pending() == BATCH  # a full batch: more is waiting
                     backoff = 0.0

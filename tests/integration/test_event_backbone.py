@@ -327,3 +327,38 @@ def test_an_independent_kafka_client_reads_the_cloudevents_headers_and_a_fhir_bu
     bundle = Bundle.model_validate_json(value)
     assert bundle.type == "collection"
     assert bundle.entry[0].resource.get_resource_type() == "CarePlan"
+
+
+def test_a_consumer_stores_its_lag_per_partition_only_when_it_changed(outbox: Store, broker: Broker,
+                                                                       tmp_path: Path) -> None:
+    """An idle group writes nothing: each write would commit and wake every watcher of the store."""
+    run = uuid.uuid4().hex[:6]
+    group = f"test-lag-{run}"
+    start_at_end(broker.bootstrap, group, [TOPIC])
+    store = effect_consumer.effect_store(store_locator(tmp_path / "lag.db"))
+    config = RunnerConfig(group, {"iop.careplan.created": effect_consumer.make_handler(0)}, [TOPIC], lag_every_s=0)
+    runner = ConsumerRunner(store, kafka.consumer(broker.bootstrap, group, [TOPIC]),
+                            partial(kafka.producer, broker.bootstrap), config)
+
+    def lags() -> dict[str, str]:
+        return dict(store.values_with_prefix(f"lag:{group}:"))
+
+    try:
+        wait_until(lambda: runner.poll_once(200) >= 0 and len(lags()) == 6, 60, what="the lag of all 6 partitions")
+        assert set(lags().values()) == {"0"}
+        with store.transaction() as tx:  # as if somebody else had written them: an unchanged lag is not rewritten
+            for name in lags():
+                tx.put_value(name, "untouched")
+        for _ in range(3):
+            runner.poll_once(100)
+        assert set(lags().values()) == {"untouched"}
+
+        patient = f"pt-lag-{run}"
+        commit_events(outbox, range(400, 403), [patient])
+        wait_until(lambda: not outbox.unsent_events(1), 30, what="the 3 events on the topic")
+        runner.record_lag()  # before they are polled: 3 behind on the patient's partition, the others unchanged
+        assert sorted(lags().values()) == ["3"] + ["untouched"] * 5
+        wait_until(lambda: runner.poll_once(200) >= 0 and "0" in lags().values(), 30, what="the lag back to 0")
+        assert sorted(lags().values()) == ["0"] + ["untouched"] * 5 and runner.applied == 3
+    finally:
+        runner.consumer.close()
