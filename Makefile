@@ -140,9 +140,9 @@ fuzz: setup ## A fuzzing campaign against the four services (FUZZ_REQUESTS=50000
 bench: setup ## Run the benchmarks in bench/ on both store profiles (PROFILE=sqlite|postgresql|both, DURATION=s, ONLY=search,p1,...)
 	$(PY) -m bench.run --profile $(or $(PROFILE),both)$(if $(DURATION), --seconds $(DURATION))$(if $(QUICK), --quick)$(if $(ONLY), --only $(ONLY))
 
-profile: setup ## Sample every service process with py-spy under a steady intake load (RATE=30 DURATION=20)
+profile: setup ## Sample every service process with py-spy under a steady intake load (RATE=30 DURATION=20; SETTLE=120: idle CPU at rest)
 	@$(VENV)/bin/py-spy --version >/dev/null 2>&1 || $(PY) -m pip install -q --disable-pip-version-check -e '.[profile]'
-	$(PY) -m bench.profile --rate $(or $(RATE),30) --seconds $(or $(DURATION),20)
+	$(PY) -m bench.profile --rate $(or $(RATE),30) --seconds $(or $(DURATION),20)$(if $(SETTLE), --settle $(SETTLE))
 
 stages: setup ## CPU per intake of each service's own work in one process, without Kafka (INTAKES=200)
 	$(PY) -m bench.stages --intakes $(or $(INTAKES),200)

@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=20, help="length of the sampled load (default 20)")
     parser.add_argument("--top", type=int, default=12, help="functions listed per process (default 12)")
     parser.add_argument("--idle", type=int, default=10, help="seconds of CPU measured with no load first (default 10)")
+    parser.add_argument("--settle", type=int, default=0, help="seconds the suite rests after the warm-up before that "
+                        "(default 0: the broker's JIT compiler is still at work then; 120 shows the steady state)")
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
@@ -91,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         settle(30)
         pids, broker_pid = processes(suite, broker)
         measured = {**pids, "broker (JVM)": broker_pid} if broker_pid else dict(pids)
+        time.sleep(args.settle)
         idle = idle_cpu(measured, args.idle)
         spies = [subprocess.Popen([spy, "record", "-p", str(pid), "-d", str(args.seconds + 2), "-r", "100",
                                    "-f", "raw", "-o", str(OUT / f"{name}.txt"), "--nonblocking"],
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         suite.stop()
         broker.stop()
     accepted = sum(s.accepted for s in subs)
-    print(f"\nidle for {args.idle} s after the warm-up: CPU in ms per second (1000 is one core)")
+    when = f"{args.settle} s" if args.settle else "just"
+    print(f"\nidle for {args.idle} s, {when} after the warm-up: CPU in ms per second (1000 is one core)")
     for name, rate in sorted(idle.items(), key=lambda kv: -kv[1]):
         if rate >= 0.05:
             print(f"  {name:24s} {rate:6.1f}")

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.stages", description=__doc__.split("\n\n")[0])
     parser.add_argument("--intakes", type=int, default=200)
     parser.add_argument("--warm", type=int, default=50, help="intakes through every stage first, not measured")
-    parser.add_argument("--cprofile", metavar="STAGE", choices=STAGES, help="also list the functions one stage spends most in "
+    parser.add_argument("--cprofile", metavar="STAGE", choices=STAGES,
+                        help="also list the functions one stage spends most in "
                         "(cProfile: its own overhead inflates the figures of that stage)")
     parser.add_argument("--sort", default="tottime", help="the order of that list (a pstats key, e.g. cumulative)")
     parser.add_argument("--callees", metavar="REGEX", help="and what the functions matching REGEX call")
