@@ -72,7 +72,7 @@ def _run_jobs(jobs: list[tuple[float, Callable[[], None]]], stop: threading.Even
                 except Exception:  # noqa: BLE001 - a job failure must not stop the worker
                     log.error("job failed", exc_info=True, job=name)
                 due[i] = time.monotonic() + every
-        stop.wait(0.5)
+        stop.wait(max(0.0, min(due.values()) - time.monotonic()))  # asleep until the next is due, or the stop
 
 
 def _serve_metrics(s: Settings) -> None:

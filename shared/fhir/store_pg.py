@@ -41,6 +41,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from shared.config import env_int, redact_url
 from shared.fhir.migrations import migrate_postgresql
 from shared.fhir.store import (
+    WATCH_SLICE_S,
     IndexRow,
     OutboxEvent,
     Page,
@@ -516,7 +517,7 @@ class PgCommitWatch:
         try:
             conn = self._listening()
             while True:
-                slice_s = min(max(deadline - time.monotonic(), 0.0), 0.25)  # stays responsive to `stop`
+                slice_s = min(max(deadline - time.monotonic(), 0.0), WATCH_SLICE_S)  # notices `stop` within one
                 rang = any(True for _ in conn.notifies(timeout=slice_s, stop_after=1))
                 if rang:
                     while any(True for _ in conn.notifies(timeout=0, stop_after=1)):
