@@ -100,6 +100,30 @@ def tree_cpu_s(pid: int) -> float:
     return cpu_s(pid) + sum(cpu_s(c) for c in children(pid))
 
 
+def oncpu_s(pid: int) -> float:
+    """CPU seconds the live threads of a process have run, to the nanosecond (`/proc/<pid>/task/*/schedstat`).
+
+    For the idle suite's few milliseconds per second, where `/proc/<pid>/stat`'s clock ticks (10 ms each) are
+    too coarse; a thread that ended takes its time with it, so not for windows in which threads come and go.
+    """
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return total / 1e9
+
+
+def tree_oncpu_s(pid: int) -> float:
+    return oncpu_s(pid) + sum(oncpu_s(c) for c in children(pid))
+
+
 class RssSampler:
     """Samples the resident memory of named process trees once a second in a background thread."""
 

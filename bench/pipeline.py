@@ -19,7 +19,7 @@ from typing import Any
 from bench.harness import BOOTSTRAP, Broker, Suite, base_url, partner_bearer
 from bench.hop import RawHop, careplan_event
 from bench.load import IntakeLoad, Submission, bodies
-from bench.measure import RssSampler, cpu_s, summary_ms, tree_cpu_s
+from bench.measure import RssSampler, cpu_s, summary_ms, tree_oncpu_s
 from bench.watch import TopicWatcher
 from shared.events.catalogue import CAREPLAN
 
@@ -88,9 +88,9 @@ IDLE_S = 10.0  # how long the idle suite's CPU is measured before the P2 steps, 
 
 def idle_cpu_ms_per_s(pids: dict[str, int], seconds: float) -> dict[str, float]:
     """The CPU each process tree spends per second while nothing is submitted (1000 is one core)."""
-    before = {name: tree_cpu_s(pid) for name, pid in pids.items()}
+    before = {name: tree_oncpu_s(pid) for name, pid in pids.items()}
     time.sleep(seconds)
-    return {name: round(1000 * (tree_cpu_s(pid) - before[name]) / seconds, 1) for name, pid in pids.items()}
+    return {name: round(1000 * (tree_oncpu_s(pid) - before[name]) / seconds, 1) for name, pid in pids.items()}
 
 
 def p2(rates: list[int], seconds: float, drain_s: float, suite: Suite, broker: Broker,

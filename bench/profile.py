@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.harness import PORTS, VAR, Broker, Suite, base_url, partner_bearer, settle, stop_leftovers
 from bench.load import IntakeLoad, bodies
-from bench.measure import children, cpu_split_s
+from bench.measure import children, cpu_split_s, oncpu_s
 
 OUT = VAR / "profiles"
 # A sample whose innermost frame is one of these is a thread waiting, not working.
@@ -64,9 +64,9 @@ def top_functions(raw: Path, count: int) -> tuple[int, list[tuple[float, str]]]:
 
 def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
     """CPU each process spends per second while nothing is submitted, in ms."""
-    before = {name: sum(cpu_split_s(pid)) for name, pid in pids.items()}
+    before = {name: oncpu_s(pid) for name, pid in pids.items()}
     time.sleep(seconds)
-    return {name: 1000 * (sum(cpu_split_s(pid)) - before[name]) / seconds for name, pid in pids.items()}
+    return {name: 1000 * (oncpu_s(pid) - before[name]) / seconds for name, pid in pids.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
