@@ -21,7 +21,7 @@ PG_TESTS := $(addprefix tests/e2e/test_,$(addsuffix .py,http_edges intake journe
   tests/integration/test_ehr_dispatch.py tests/integration/test_subscription_writes.py \
   tests/integration/test_event_backbone.py tests/integration/test_failure_watch.py tests/fuzz
 
-.PHONY: help setup tools run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile stages lint demo clean
+.PHONY: help setup tools run run-cluster stop status test test-unit test-postgresql fuzz kafka-up kafka-down pg-up pg-down topics bench profile stages produce lint demo clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -146,6 +146,9 @@ profile: setup ## Sample every service process with py-spy under a steady intake
 
 stages: setup ## CPU per intake of each service's own work in one process, without Kafka (INTAKES=200)
 	$(PY) -m bench.stages --intakes $(or $(INTAKES),200)
+
+produce: setup ## CPU of a relay's round of nine events with kafka-python's 16 kB batch and with the suite's (ROUNDS=200)
+	$(PY) -m bench.produce --rounds $(or $(ROUNDS),200)
 
 lint: setup ## ruff
 	$(VENV)/bin/ruff check shared services tests bench
