@@ -4,44 +4,48 @@
     python -m bench.produce --rounds 400
 
 A round is what the encounters relay publishes for one new plan: nine planned Encounters of one patient
-(about 2 kB each, the suite's CloudEvents headers), sent and then settled as the relay does
-(shared/events/relay.py). With kafka-python's 16 kB batch the nine go in two produce requests, the second
-waiting for the first (one request in flight); with the suite's (PRODUCER_BATCH_BYTES) in one. Starts the
-bench's own broker (the ports of `make bench`, so not while it runs) and prints the CPU of this process, all
-threads, per round for each, with the wall time. Writes bench/results/produce.json.
+(about 2 kB each, the suite's CloudEvents headers), committed to an outbox and then published by the relay's
+own `publish_pending` (shared/events/relay.py): read, sent, settled and marked sent. With kafka-python's
+16 kB batch the nine go in two produce requests, the second waiting for the first (one request in flight);
+with the suite's (PRODUCER_BATCH_BYTES) in one. Starts the bench's own broker (the ports of `make bench`, so
+not while it runs) and prints, per round for each, the CPU of this process (all threads) that the publishing
+took, and the wall time with the outbox commit. Writes bench/results/produce.json.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import resource
+import shutil
 import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.harness import BOOTSTRAP, Broker, stop_leftovers
+from bench.harness import BOOTSTRAP, VAR, Broker, stop_leftovers
 from services.encounters.sessions import build_encounter
 from shared.events import kafka
 from shared.events.envelope import build_event
-from shared.events.relay import _published_headers
+from shared.events.relay import OutboxRelay
+from shared.fhir.store import OutboxEvent, SQLiteStore
 
 RESULTS = Path(__file__).parent / "results" / "produce.json"
 TOPIC = "bench.raw"
 KAFKA_PYTHON_DEFAULT_BATCH = 16384
 
 
-def planned_round(n: int) -> list[tuple[bytes, bytes, list[tuple[str, str]]]]:
+def planned_round(n: int) -> list[OutboxEvent]:
     patient = f"bench-produce-{n}"
     start = datetime(2026, 1, 5, 9, tzinfo=UTC)
-    rows = []
+    events = []
     for week_day in range(9):
         encounter = build_encounter("group", patient, start=start + timedelta(days=week_day),
                                     end=start + timedelta(days=week_day, hours=3), episode_id=f"ep-{n}",
                                     activity=(f"cp-{n}", week_day % 3), encounter_id=f"enc-{n}-{week_day}")
         event = build_event("iop.encounter.planned", "http://localhost:8083/fhir", patient, encounter)
-        rows.append((event.key.encode(), event.value.encode(), event.headers))
-    return rows
+        events.append(dataclasses.replace(event, topic=TOPIC))
+    return events
 
 
 def cpu_s() -> float:
@@ -49,11 +53,15 @@ def cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def publish(producer: kafka.RenewableProducer, rows) -> None:
-    futures = [producer.get().send(TOPIC, key=key, value=value, headers=_published_headers(TOPIC, headers))
-               for key, value, headers in rows]
-    if producer.settle(futures) != len(futures):
-        raise SystemExit("the broker did not acknowledge a round")
+def publish(relay: OutboxRelay, events: list[OutboxEvent]) -> float:
+    """Commit a round to the relay's outbox, then let the relay publish it; the CPU seconds of the publishing."""
+    with relay.store.transaction() as tx:
+        for event in events:
+            tx.add_event(event)
+    before = cpu_s()
+    if relay.publish_pending() != len(events):
+        raise SystemExit("the relay did not publish a whole round")
+    return cpu_s() - before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,33 +70,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=50, help="rounds of one before the other (default 50)")
     args = parser.parse_args(argv)
     stop_leftovers()
+    folder = VAR / "produce"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     broker = Broker()
     sizes = {"kafka-python's 16 kB": KAFKA_PYTHON_DEFAULT_BATCH, "the suite's": kafka.PRODUCER_BATCH_BYTES}
     spent = {name: [0.0, 0.0, 0] for name in sizes}  # CPU s, wall s, rounds
     try:
         broker.start()
-        producers = {name: kafka.RenewableProducer(lambda size=size: kafka.producer(BOOTSTRAP, batch_size=size))
-                     for name, size in sizes.items()}
+        relays = {name: OutboxRelay(SQLiteStore(folder / f"outbox-{size}.db"),
+                                    lambda size=size: kafka.producer(BOOTSTRAP, batch_size=size))
+                  for name, size in sizes.items()}
         rounds = [planned_round(n) for n in range(args.block)]
-        for producer in producers.values():  # connections, metadata and the idempotent session first
-            for rows in rounds[:5]:
-                publish(producer, rows)
+        for relay in relays.values():  # connections, metadata and the idempotent session first
+            for events in rounds[:5]:
+                publish(relay, events)
         done = 0
         while done < args.rounds:
-            for name, producer in producers.items():
-                cpu0, wall0 = cpu_s(), time.perf_counter()
-                for rows in rounds:
-                    publish(producer, rows)
+            for name, relay in relays.items():
                 figures = spent[name]
-                figures[0] += cpu_s() - cpu0
-                figures[1] += time.perf_counter() - wall0
+                for events in rounds:
+                    wall0 = time.perf_counter()
+                    figures[0] += publish(relay, events)
+                    figures[1] += time.perf_counter() - wall0
                 figures[2] += len(rounds)
             done += len(rounds)
-        for producer in producers.values():
-            producer.close(10)
+        for relay in relays.values():
+            relay.producer.close(10)
     finally:
         broker.stop()
-    record_bytes = sum(len(value) for _, value, _ in rounds[0]) // len(rounds[0])
+    record_bytes = sum(len(event.value) for event in rounds[0]) // len(rounds[0])
     print(f"a relay's round of 9 records of about {record_bytes} bytes, sent and settled, {args.rounds} rounds each:")
     result = {"records_per_round": 9, "record_bytes": record_bytes, "rounds": args.rounds, "batches": {}}
     for name, (cpu, wall, count) in spent.items():

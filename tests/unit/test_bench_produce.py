@@ -13,14 +13,14 @@ from shared.events.envelope import parse_event
 
 def test_a_round_needs_two_default_batches_and_fits_one_of_the_suites() -> None:
     rows = planned_round(3)
-    size = sum(len(key) + len(value) + sum(len(k) + len(v) for k, v in headers) for key, value, headers in rows)
-    assert len(rows) == 9 and len({key for key, _, _ in rows}) == 1  # one patient: one partition
+    size = sum(len(e.key) + len(e.value) + sum(len(k) + len(v) for k, v in e.headers) for e in rows)
+    assert len(rows) == 9 and len({e.key for e in rows}) == 1  # one patient: one partition
     assert KAFKA_PYTHON_DEFAULT_BATCH < size < kafka.PRODUCER_BATCH_BYTES
 
 
 def test_the_rounds_events_are_valid_planned_encounters() -> None:
-    for key, value, headers in planned_round(1):
-        event = parse_event([(k, v.encode()) for k, v in headers], key, value)
+    for row in planned_round(1):
+        event = parse_event([(k, v.encode()) for k, v in row.headers], row.key.encode(), row.value.encode())
         assert event.type == "iop.encounter.planned"
         assert event.bundle["entry"][0]["resource"]["status"] == "planned"
 
